@@ -1,0 +1,250 @@
+"""Transformer decoder with cross-attention: the MDM decoder and the AR decoder are one class.
+
+`bidirectional=True` gives the masked-diffusion decoder (full self-attention over prompt +
+canvas); `False` gives the causal AR decoder with an explicit KV cache. Whisper's and Canary's
+decoders are configurations of this class (positions, embedding norm, tied output).
+
+Legend: B batch, L tokens, S encoder frames, D width, V vocabulary, H heads, K head dim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mdm_asr_jax.nn.config import DecoderConfig
+from mdm_asr_jax.nn.layers import (
+    KV,
+    MLP,
+    Dense,
+    LayerNorm,
+    MultiHeadAttention,
+    constrain,
+    init_kv_cache,
+    interleaved_sinusoidal_table,
+)
+
+Array = jax.Array
+Dtype = Any
+# Per layer: (self-attention cache {"k","v"}) ; cross K/V per layer: (k, v)
+CrossKV = tuple[KV, ...]
+Cache = tuple[dict[str, Array], ...]
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LN block: self-attention, cross-attention to the encoder, MLP."""
+
+    config: DecoderConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        head_dim = cfg.width // cfg.num_heads
+        attn = dict(
+            num_heads=cfg.num_heads,
+            head_dim=head_dim,
+            out_features=cfg.width,
+            use_bias=tuple(cfg.attention_bias),
+            dropout_rate=cfg.attention_dropout,
+            **common,
+        )
+        self.self_attn_norm = LayerNorm(cfg.norm_eps, **common)
+        self.self_attn = MultiHeadAttention(**attn)
+        self.cross_attn_norm = LayerNorm(cfg.norm_eps, **common)
+        self.cross_attn = MultiHeadAttention(**attn)
+        self.mlp_norm = LayerNorm(cfg.norm_eps, **common)
+        self.mlp = MLP(cfg.mlp_dim, cfg.activation, cfg.dropout, **common)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def cross_kv(self, encoded: Array) -> KV:
+        return self.cross_attn.project_kv(encoded)
+
+    def __call__(
+        self,
+        x,
+        *,
+        self_mask,
+        cross_kv,
+        cross_mask,
+        cache=None,
+        cache_index=None,
+        deterministic=True,
+    ):
+        h, new_cache = self.self_attn(
+            self.self_attn_norm(x),
+            mask=self_mask,
+            cache=cache,
+            cache_index=cache_index,
+            deterministic=deterministic,
+        )
+        x = x + self.dropout(h, deterministic=deterministic)
+        h, _ = self.cross_attn(
+            self.cross_attn_norm(x), kv=cross_kv, mask=cross_mask, deterministic=deterministic
+        )
+        x = x + self.dropout(h, deterministic=deterministic)
+        h = self.mlp(self.mlp_norm(x), deterministic=deterministic)
+        x = x + self.dropout(h, deterministic=deterministic)
+        return constrain(x, ("act_batch", "act_length", "act_embed")), new_cache
+
+
+class TransformerDecoder(nn.Module):
+    """Token embedding + positions -> pre-LN blocks -> final LN -> logits over V.
+
+    Methods: `__call__` (full sequence), `cross_kv` (every layer's cross K/V, once per
+    utterance), `init_cache` and `step` (AR decoding with an explicit, reorderable cache).
+    """
+
+    config: DecoderConfig
+    vocab_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embed = nn.Embed(
+            self.vocab_size,
+            cfg.width,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            embedding_init=nn.with_logical_partitioning(
+                nn.initializers.normal(0.02), ("vocab", "embed")
+            ),
+        )
+        if cfg.positions == "learned":
+            self.position_embedding = self.param(
+                "position_embedding",
+                nn.with_logical_partitioning(nn.initializers.normal(0.01), (None, "embed")),
+                (cfg.max_length, cfg.width),
+                self.param_dtype,
+            )
+        elif cfg.positions not in ("sinusoidal", "none"):
+            raise ValueError(
+                f"decoder positions {cfg.positions!r} not supported; use learned, sinusoidal or none"
+            )
+        if cfg.embed_norm:
+            self.embed_norm_layer = LayerNorm(cfg.norm_eps, **common)
+        self.layers = [
+            DecoderLayer(cfg, **common, name=f"layer_{i}") for i in range(cfg.num_layers)
+        ]
+        self.final_norm = LayerNorm(cfg.norm_eps, **common)
+        if not cfg.tied_output:
+            self.output = Dense(
+                (self.vocab_size,), ("embed", "vocab"), use_bias=cfg.output_bias, **common
+            )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _positions(self, start: Array | int, length: int) -> Array:
+        cfg = self.config
+        if cfg.positions == "learned":
+            table = jnp.asarray(self.position_embedding, self.dtype)
+        elif cfg.positions == "sinusoidal":
+            table = jnp.asarray(interleaved_sinusoidal_table(cfg.max_length, cfg.width), self.dtype)
+        else:
+            return jnp.zeros((length, cfg.width), self.dtype)
+        return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)
+
+    def _embed(self, tokens: Array, start: Array | int, deterministic: bool) -> Array:
+        cfg = self.config
+        x = self.embed(tokens)  # [B, L, D]
+        if cfg.scale_embedding:
+            x = x * jnp.sqrt(jnp.asarray(cfg.width, self.dtype))
+        x = x + self._positions(start, tokens.shape[1])[None]
+        if cfg.embed_norm:
+            x = self.embed_norm_layer(x)
+        x = self.dropout(x, deterministic=deterministic)
+        return constrain(x, ("act_batch", "act_length", "act_embed"))
+
+    def _logits(self, x: Array) -> Array:
+        x = self.final_norm(x)
+        if self.config.tied_output:
+            logits = self.embed.attend(x)
+        else:
+            logits = self.output(x)
+        return constrain(logits, ("act_batch", "act_length", "act_vocab"))
+
+    def cross_kv(self, encoded: Array) -> CrossKV:
+        """Every layer's cross-attention (k, v) of `encoded` [B, S, D]: computed once."""
+        return tuple(layer.cross_kv(encoded) for layer in self.layers)
+
+    def __call__(
+        self,
+        tokens: Array,
+        encoded: Array | None,
+        enc_mask: Array,
+        *,
+        cross_kv: CrossKV | None = None,
+        token_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        """tokens [B, L] -> logits [B, L, V] (compute dtype).
+
+        enc_mask [B, S] marks valid encoder frames. token_mask [B, L] (optional) marks valid
+        decoder positions (keys outside it are not attended to). Causal if not bidirectional.
+        """
+        length = tokens.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(
+                f"decoder input has {length} positions but max_length is {self.config.max_length}; "
+                "shorten the canvas or raise the decoder's max_length"
+            )
+        if cross_kv is None:
+            cross_kv = self.cross_kv(encoded)
+        x = self._embed(tokens, 0, deterministic)
+        self_mask = jnp.ones((1, 1, length, length), bool)
+        if not self.config.bidirectional:
+            self_mask = jnp.tril(self_mask)
+        if token_mask is not None:
+            self_mask = self_mask & token_mask[:, None, None, :]
+        cross_mask = enc_mask[:, None, None, :]
+        for layer, layer_kv in zip(self.layers, cross_kv, strict=True):
+            x, _ = layer(
+                x,
+                self_mask=self_mask,
+                cross_kv=layer_kv,
+                cross_mask=cross_mask,
+                deterministic=deterministic,
+            )
+        return self._logits(x)
+
+    def init_cache(self, batch_size: int, max_length: int) -> Cache:
+        """Empty per-layer self-attention caches for AR decoding."""
+        cfg = self.config
+        return tuple(
+            init_kv_cache(
+                batch_size, max_length, cfg.num_heads, cfg.width // cfg.num_heads, self.dtype
+            )
+            for _ in range(cfg.num_layers)
+        )
+
+    def step(
+        self, tokens: Array, position: Array, cache: Cache, cross_kv: CrossKV, enc_mask: Array
+    ) -> tuple[Array, Cache]:
+        """AR step: tokens [B, N] at positions [position, position + N) -> logits [B, N, V].
+
+        N may be > 1 (e.g. to feed a prompt at once). The cache holds every earlier position.
+        """
+        num_new = tokens.shape[1]
+        max_length = cache[0]["k"].shape[1]
+        x = self._embed(tokens, position, True)
+        query_pos = position + jnp.arange(num_new)
+        self_mask = (jnp.arange(max_length)[None, :] <= query_pos[:, None])[None, None]  # [1,1,N,S]
+        cross_mask = enc_mask[:, None, None, :]
+        new_cache = []
+        for layer, layer_cache, layer_kv in zip(self.layers, cache, cross_kv, strict=True):
+            x, c = layer(
+                x,
+                self_mask=self_mask,
+                cross_kv=layer_kv,
+                cross_mask=cross_mask,
+                cache=layer_cache,
+                cache_index=position,
+                deterministic=True,
+            )
+            new_cache.append(c)
+        return self._logits(x), tuple(new_cache)
