@@ -1,0 +1,525 @@
+"""Whisper weights from Hugging Face or CTranslate2 directories into our parameter layout.
+
+Two sources, one canonical form:
+
+* Hugging Face `openai/whisper-*` (`model.safetensors` or sharded `*.safetensors`, plus
+  `config.json`): torch layouts, `Linear.weight` [out, in], `Conv1d.weight` [out, in, width],
+  names such as `model.encoder.layers.3.self_attn.q_proj.weight`.
+* CTranslate2 (`model.bin`, often float16 or int8, plus `config.json` with the suppressed token
+  ids): the same tensors under names such as `encoder/layer_3/self_attention/linear_0/weight`,
+  where self-attention query/key/value are fused into one [3D, D] matrix and cross-attention
+  key/value into one [2D, D] matrix.
+
+Both are first turned into a flat *canonical* dict (`WhisperWeights.tensors`) with flax layouts
+(dense kernels [in, out], conv kernels [width, in, out]) and names independent of either source,
+e.g. `encoder/layer_3/attention/query/kernel`; `whisper_params` then places those into the flax
+parameter tree of `nn.whisper`. Every source tensor is either mapped or listed in the report, and
+any shape disagreement is an error that names the tensor.
+
+Whisper's attention key projection has no bias. CTranslate2 stores zeros there; a key bias adds
+the same amount to every score of a query row, which softmax ignores, so it is dropped exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mdm_asr_jax.convert import ctranslate2 as ct2
+
+
+class WhisperConversionError(ValueError):
+    """A Whisper source that cannot be converted (names the file/tensor and the fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WhisperDims:
+    """The sizes that define a Whisper model (all of tiny ... large-v3 are instances)."""
+
+    num_mels: int = 80
+    vocab_size: int = 51864  # model output rows, timestamps included (no [MASK])
+    encoder_positions: int = 1500  # frames after the stride-2 conv: 30 s
+    decoder_positions: int = 448
+    width: int = 384
+    encoder_layers: int = 4
+    encoder_heads: int = 6
+    decoder_layers: int = 4
+    decoder_heads: int = 6
+    mlp_dim: int = 1536
+
+    @property
+    def multilingual(self) -> bool:
+        """English-only checkpoints have 51864 rows; multilingual ones 51865 (large-v3: 51866)."""
+        return self.vocab_size >= 51865
+
+
+# Sizes of the released checkpoints (OpenAI's model card); `.en` variants use vocab 51864.
+WHISPER_SIZES: dict[str, WhisperDims] = {
+    "tiny": WhisperDims(width=384, encoder_layers=4, encoder_heads=6, decoder_layers=4,
+                        decoder_heads=6, mlp_dim=1536, vocab_size=51865),
+    "base": WhisperDims(width=512, encoder_layers=6, encoder_heads=8, decoder_layers=6,
+                        decoder_heads=8, mlp_dim=2048, vocab_size=51865),
+    "small": WhisperDims(width=768, encoder_layers=12, encoder_heads=12, decoder_layers=12,
+                         decoder_heads=12, mlp_dim=3072, vocab_size=51865),
+    "medium": WhisperDims(width=1024, encoder_layers=24, encoder_heads=16, decoder_layers=24,
+                          decoder_heads=16, mlp_dim=4096, vocab_size=51865),
+    "large-v2": WhisperDims(width=1280, encoder_layers=32, encoder_heads=20, decoder_layers=32,
+                            decoder_heads=20, mlp_dim=5120, vocab_size=51865),
+    "large-v3": WhisperDims(num_mels=128, width=1280, encoder_layers=32, encoder_heads=20,
+                            decoder_layers=32, decoder_heads=20, mlp_dim=5120, vocab_size=51866),
+    "large-v3-turbo": WhisperDims(num_mels=128, width=1280, encoder_layers=32, encoder_heads=20,
+                                  decoder_layers=4, decoder_heads=20, mlp_dim=5120,
+                                  vocab_size=51866),
+}  # fmt: skip
+for _name in ("tiny", "base", "small", "medium"):
+    WHISPER_SIZES[_name + ".en"] = dataclasses.replace(WHISPER_SIZES[_name], vocab_size=51864)
+WHISPER_SIZES["large"] = WHISPER_SIZES["large-v2"]
+
+
+@dataclasses.dataclass
+class WhisperWeights:
+    """Canonical Whisper tensors (flax layouts) plus what the conversion saw.
+
+    tensors: canonical name -> float array (source dtype kept; cast by the caller).
+    ignored: source tensors deliberately not used, with the reason (tied copies, options,
+      zero key biases), so that every source tensor is accounted for.
+    config: source options that matter for decoding (e.g. CTranslate2's `suppress_ids`).
+    """
+
+    dims: WhisperDims
+    tensors: dict[str, np.ndarray]
+    ignored: dict[str, str]
+    config: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical names and shapes.
+
+
+def _attention_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for proj in ("query", "key", "value", "out"):
+        shapes[f"{prefix}/{proj}/kernel"] = (width, width)
+        if proj != "key":
+            shapes[f"{prefix}/{proj}/bias"] = (width,)
+    return shapes
+
+
+def _norm_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}/scale": (width,), f"{prefix}/bias": (width,)}
+
+
+def _mlp_shapes(prefix: str, width: int, mlp_dim: int) -> dict[str, tuple[int, ...]]:
+    return {
+        f"{prefix}/fc1/kernel": (width, mlp_dim),
+        f"{prefix}/fc1/bias": (mlp_dim,),
+        f"{prefix}/fc2/kernel": (mlp_dim, width),
+        f"{prefix}/fc2/bias": (width,),
+    }
+
+
+def canonical_shapes(dims: WhisperDims) -> dict[str, tuple[int, ...]]:
+    """Every canonical tensor name with its expected shape for a model of size `dims`."""
+    d = dims.width
+    shapes: dict[str, tuple[int, ...]] = {
+        "encoder/conv1/kernel": (3, dims.num_mels, d),
+        "encoder/conv1/bias": (d,),
+        "encoder/conv2/kernel": (3, d, d),
+        "encoder/conv2/bias": (d,),
+        "encoder/positions": (dims.encoder_positions, d),
+        **_norm_shapes("encoder/final_norm", d),
+        "decoder/embedding": (dims.vocab_size, d),
+        "decoder/positions": (dims.decoder_positions, d),
+        **_norm_shapes("decoder/final_norm", d),
+    }
+    for i in range(dims.encoder_layers):
+        p = f"encoder/layer_{i}"
+        shapes.update(_norm_shapes(f"{p}/attention_norm", d))
+        shapes.update(_attention_shapes(f"{p}/attention", d))
+        shapes.update(_norm_shapes(f"{p}/mlp_norm", d))
+        shapes.update(_mlp_shapes(f"{p}/mlp", d, dims.mlp_dim))
+    for i in range(dims.decoder_layers):
+        p = f"decoder/layer_{i}"
+        shapes.update(_norm_shapes(f"{p}/self_attention_norm", d))
+        shapes.update(_attention_shapes(f"{p}/self_attention", d))
+        shapes.update(_norm_shapes(f"{p}/cross_attention_norm", d))
+        shapes.update(_attention_shapes(f"{p}/cross_attention", d))
+        shapes.update(_norm_shapes(f"{p}/mlp_norm", d))
+        shapes.update(_mlp_shapes(f"{p}/mlp", d, dims.mlp_dim))
+    return shapes
+
+
+class _Collector:
+    """Accumulates canonical tensors, checking names and shapes against `canonical_shapes`."""
+
+    def __init__(self, dims: WhisperDims, source: str):
+        self.expected = canonical_shapes(dims)
+        self.tensors: dict[str, np.ndarray] = {}
+        self.source = source
+
+    def put(self, name: str, value: np.ndarray, from_name: str) -> None:
+        if name not in self.expected:
+            raise WhisperConversionError(f"{self.source}: {from_name!r} maps to unknown {name!r}")
+        if tuple(value.shape) != self.expected[name]:
+            raise WhisperConversionError(
+                f"{self.source}: tensor {from_name!r} has shape {tuple(value.shape)}, expected "
+                f"{self.expected[name]} for {name!r}; the config.json and weights disagree"
+            )
+        self.tensors[name] = value
+
+    def finish(self) -> dict[str, np.ndarray]:
+        missing = sorted(set(self.expected) - set(self.tensors))
+        if missing:
+            shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+            raise WhisperConversionError(
+                f"{self.source}: {len(missing)} Whisper tensors missing ({shown}); is this a "
+                f"complete Whisper checkpoint?"
+            )
+        return self.tensors
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face.
+
+_HF_ATTENTION = {"q_proj": "query", "k_proj": "key", "v_proj": "value", "out_proj": "out"}
+_HF_LAYER_PARTS = {
+    # HF sub-name -> canonical sub-name, for encoder and decoder layers.
+    "self_attn_layer_norm": "self_attention_norm",
+    "encoder_attn_layer_norm": "cross_attention_norm",
+    "final_layer_norm": "mlp_norm",
+    "self_attn": "self_attention",
+    "encoder_attn": "cross_attention",
+}
+
+
+def _hf_canonical_name(name: str) -> tuple[str, str] | None:
+    """Maps an HF tensor name to (canonical name, layout kind), or None when it is not Whisper's.
+
+    layout kind: "linear" (transpose [out, in] -> [in, out]), "conv" ([out, in, w] -> [w, in,
+    out]) or "plain".
+    """
+    name = name.removeprefix("model.")
+    norm_param = {"weight": "scale", "bias": "bias"}
+    pattern = r"(encoder|decoder)\.layers\.(\d+)\.([a-z0-9_]+)\.(?:([a-z_]+)\.)?(weight|bias)"
+    match = re.fullmatch(pattern, name)
+    if match:
+        stack, index, part, sub, param = match.groups()
+        prefix = f"{stack}/layer_{index}"
+        if part in ("fc1", "fc2") and sub is None:
+            return f"{prefix}/mlp/{part}/{'kernel' if param == 'weight' else 'bias'}", (
+                "linear" if param == "weight" else "plain"
+            )
+        if part.endswith("layer_norm") and sub is None:
+            canon = _HF_LAYER_PARTS[part]
+            if stack == "encoder" and canon == "self_attention_norm":
+                canon = "attention_norm"
+            return f"{prefix}/{canon}/{norm_param[param]}", "plain"
+        if part in ("self_attn", "encoder_attn") and sub in _HF_ATTENTION:
+            canon = _HF_LAYER_PARTS[part]
+            if stack == "encoder":
+                canon = "attention"
+            kind = "linear" if param == "weight" else "plain"
+            return f"{prefix}/{canon}/{_HF_ATTENTION[sub]}/{'kernel' if kind == 'linear' else 'bias'}", kind  # fmt: skip
+        return None
+    fixed = {
+        "encoder.conv1.weight": ("encoder/conv1/kernel", "conv"),
+        "encoder.conv1.bias": ("encoder/conv1/bias", "plain"),
+        "encoder.conv2.weight": ("encoder/conv2/kernel", "conv"),
+        "encoder.conv2.bias": ("encoder/conv2/bias", "plain"),
+        "encoder.embed_positions.weight": ("encoder/positions", "plain"),
+        "encoder.layer_norm.weight": ("encoder/final_norm/scale", "plain"),
+        "encoder.layer_norm.bias": ("encoder/final_norm/bias", "plain"),
+        "decoder.embed_tokens.weight": ("decoder/embedding", "plain"),
+        "decoder.embed_positions.weight": ("decoder/positions", "plain"),
+        "decoder.layer_norm.weight": ("decoder/final_norm/scale", "plain"),
+        "decoder.layer_norm.bias": ("decoder/final_norm/bias", "plain"),
+    }
+    return fixed.get(name)
+
+
+def _to_flax_layout(value: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "linear":
+        return value.T
+    if kind == "conv":
+        return value.transpose(2, 1, 0)
+    return value
+
+
+def hf_dims(config: dict) -> WhisperDims:
+    """WhisperDims from an HF `config.json` dict (WhisperConfig field names)."""
+    try:
+        return WhisperDims(
+            num_mels=int(config["num_mel_bins"]),
+            vocab_size=int(config["vocab_size"]),
+            encoder_positions=int(config["max_source_positions"]),
+            decoder_positions=int(config["max_target_positions"]),
+            width=int(config["d_model"]),
+            encoder_layers=int(config["encoder_layers"]),
+            encoder_heads=int(config["encoder_attention_heads"]),
+            decoder_layers=int(config["decoder_layers"]),
+            decoder_heads=int(config["decoder_attention_heads"]),
+            mlp_dim=int(config["encoder_ffn_dim"]),
+        )
+    except KeyError as error:
+        raise WhisperConversionError(
+            f"config.json has no {error.args[0]!r}; is it a Hugging Face WhisperConfig?"
+        ) from None
+
+
+def _read_safetensors(directory: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise WhisperConversionError(
+            f"{directory}: no *.safetensors files; download the safetensors weights "
+            f"(PyTorch .bin checkpoints are not read)"
+        )
+    tensors = {}
+    for file in files:
+        with safe_open(str(file), framework="numpy") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    return tensors
+
+
+def convert_hf_tensors(
+    tensors: dict[str, np.ndarray], dims: WhisperDims, source: str = "HF checkpoint"
+) -> WhisperWeights:
+    """Maps HF Whisper tensors (name -> array) to canonical tensors; strict on names and shapes."""
+    collector = _Collector(dims, source)
+    ignored: dict[str, str] = {}
+    unknown = []
+    for name, value in tensors.items():
+        mapped = _hf_canonical_name(name)
+        if mapped is None:
+            if name in ("proj_out.weight", "model.proj_out.weight"):
+                ignored[name] = "output projection tied to decoder.embed_tokens"
+                continue
+            unknown.append(name)
+            continue
+        canon, kind = mapped
+        collector.put(canon, _to_flax_layout(np.asarray(value), kind), name)
+    if unknown:
+        shown = ", ".join(sorted(unknown)[:8])
+        raise WhisperConversionError(
+            f"{source}: {len(unknown)} tensors are not part of a Whisper model ({shown}); "
+            f"pass an openai/whisper-* checkpoint"
+        )
+    weights = collector.finish()
+    for name in ignored:
+        proj = np.asarray(tensors[name])
+        if proj.shape != weights["decoder/embedding"].shape or not np.array_equal(
+            proj, weights["decoder/embedding"]
+        ):
+            raise WhisperConversionError(
+                f"{source}: {name!r} differs from the token embedding; Whisper ties them and "
+                f"this converter assumes so"
+            )
+    return WhisperWeights(dims, weights, ignored, {})
+
+
+def load_hf_whisper(directory: str | Path) -> WhisperWeights:
+    """Reads an HF `openai/whisper-*` directory (config.json + safetensors)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise WhisperConversionError(f"{directory}: no config.json; not a Hugging Face model")
+    config = json.loads(config_path.read_text())
+    weights = convert_hf_tensors(_read_safetensors(directory), hf_dims(config), str(directory))
+    generation = directory / "generation_config.json"
+    if generation.is_file():
+        gen = json.loads(generation.read_text())
+        if "suppress_tokens" in gen:
+            weights.config["suppress_ids"] = list(gen["suppress_tokens"])
+        if "begin_suppress_tokens" in gen:
+            weights.config["suppress_ids_begin"] = list(gen["begin_suppress_tokens"])
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# CTranslate2.
+
+_CT2_OPTIONS = {
+    # option variable -> (expected value, what it means); anything else cannot be represented.
+    "decoder/pre_norm": (1, "pre-LayerNorm blocks"),
+    "decoder/activation": (3, "exact (erf) GELU"),
+    "decoder/alibi": (0, "no ALiBi"),
+    "decoder/scale_embeddings": (0, "unscaled embeddings"),
+    "decoder/start_from_zero_embedding": (0, "no zero start embedding"),
+}
+_CT2_INFO = ("decoder/num_heads", "encoder/num_heads", "decoder/alignment_heads",
+             "decoder/alignment_layer")  # fmt: skip
+
+
+def ct2_dims(model: ct2.CTranslate2Model) -> WhisperDims:
+    """WhisperDims from the tensor shapes and head counts stored in a CTranslate2 Whisper."""
+    if model.spec_name != "WhisperSpec":
+        raise WhisperConversionError(
+            f"CTranslate2 model is a {model.spec_name}, not a WhisperSpec; pass a Whisper model"
+        )
+    names = model.variables.keys()
+
+    def count(prefix: str) -> int:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)/")
+        return len({m.group(1) for n in names if (m := pattern.match(n))})
+
+    conv1 = model.get("encoder/conv1/weight")
+    embedding = model.get("decoder/embeddings/weight")
+    return WhisperDims(
+        num_mels=int(conv1.shape[1]),
+        vocab_size=int(embedding.shape[0]),
+        encoder_positions=int(model.get("encoder/position_encodings/encodings").shape[0]),
+        decoder_positions=int(model.get("decoder/position_encodings/encodings").shape[0]),
+        width=int(embedding.shape[1]),
+        encoder_layers=count("encoder/layer_"),
+        encoder_heads=model.scalar("encoder/num_heads"),
+        decoder_layers=count("decoder/layer_"),
+        decoder_heads=model.scalar("decoder/num_heads"),
+        mlp_dim=int(model.get("encoder/layer_0/ffn/linear_0/weight").shape[0]),
+    )
+
+
+def convert_ct2_model(
+    model: ct2.CTranslate2Model, source: str = "CTranslate2 model"
+) -> WhisperWeights:
+    """Maps a CTranslate2 WhisperSpec to canonical tensors, splitting fused projections."""
+    dims = ct2_dims(model)
+    d = dims.width
+    collector = _Collector(dims, source)
+    ignored: dict[str, str] = {}
+    used: set[str] = set()
+
+    def get(name: str) -> np.ndarray:
+        used.add(name)
+        if model.has(name + "_scale"):
+            used.add(name + "_scale")
+        return ct2.dequantize(model, name)
+
+    def linear(src: str, dst: str) -> None:
+        collector.put(f"{dst}/kernel", get(f"{src}/weight").T, f"{src}/weight")
+        collector.put(f"{dst}/bias", get(f"{src}/bias"), f"{src}/bias")
+
+    def norm(src: str, dst: str) -> None:
+        collector.put(f"{dst}/scale", get(f"{src}/gamma"), f"{src}/gamma")
+        collector.put(f"{dst}/bias", get(f"{src}/beta"), f"{src}/beta")
+
+    def fused(src: str, dst: str, parts: tuple[str, ...]) -> None:
+        weight, bias = get(f"{src}/weight"), get(f"{src}/bias")
+        if weight.shape != (len(parts) * d, d) or bias.shape != (len(parts) * d,):
+            raise WhisperConversionError(
+                f"{source}: fused tensor {src!r} has shape {weight.shape}, expected "
+                f"{(len(parts) * d, d)} ({'+'.join(parts)})"
+            )
+        for index, part in enumerate(parts):
+            rows = slice(index * d, (index + 1) * d)
+            collector.put(f"{dst}/{part}/kernel", weight[rows].T, f"{src}/weight")
+            if part == "key":
+                ignored[f"{src}/bias[{index * d}:{(index + 1) * d}]"] = (
+                    "key bias: constant per query row, no effect after softmax"
+                )
+            else:
+                collector.put(f"{dst}/{part}/bias", bias[rows], f"{src}/bias")
+
+    def attention(src: str, dst: str, cross: bool) -> None:
+        if cross:
+            linear(f"{src}/linear_0", f"{dst}/query")
+            fused(f"{src}/linear_1", dst, ("key", "value"))
+            linear(f"{src}/linear_2", f"{dst}/out")
+        else:
+            fused(f"{src}/linear_0", dst, ("query", "key", "value"))
+            linear(f"{src}/linear_1", f"{dst}/out")
+        norm(f"{src}/layer_norm", f"{dst}_norm")
+
+    def ffn(src: str, dst: str) -> None:
+        linear(f"{src}/linear_0", f"{dst}/fc1")
+        linear(f"{src}/linear_1", f"{dst}/fc2")
+        norm(f"{src}/layer_norm", f"{dst}_norm")
+
+    for name in ("conv1", "conv2"):
+        weight = get(f"encoder/{name}/weight")
+        collector.put(f"encoder/{name}/kernel", weight.transpose(2, 1, 0), f"encoder/{name}/weight")
+        collector.put(f"encoder/{name}/bias", get(f"encoder/{name}/bias"), f"encoder/{name}/bias")
+    collector.put("encoder/positions", get("encoder/position_encodings/encodings"), "encoder/position_encodings/encodings")  # fmt: skip
+    norm("encoder/layer_norm", "encoder/final_norm")
+    for i in range(dims.encoder_layers):
+        attention(f"encoder/layer_{i}/self_attention", f"encoder/layer_{i}/attention", False)
+        ffn(f"encoder/layer_{i}/ffn", f"encoder/layer_{i}/mlp")
+    collector.put(
+        "decoder/embedding", get("decoder/embeddings/weight"), "decoder/embeddings/weight"
+    )
+    collector.put("decoder/positions", get("decoder/position_encodings/encodings"), "decoder/position_encodings/encodings")  # fmt: skip
+    norm("decoder/layer_norm", "decoder/final_norm")
+    for i in range(dims.decoder_layers):
+        p = f"decoder/layer_{i}"
+        attention(f"{p}/self_attention", f"{p}/self_attention", False)
+        attention(f"{p}/attention", f"{p}/cross_attention", True)
+        ffn(f"{p}/ffn", f"{p}/mlp")
+
+    for name, (expected, meaning) in _CT2_OPTIONS.items():
+        if model.has(name):
+            used.add(name)
+            if model.scalar(name) != expected:
+                raise WhisperConversionError(
+                    f"{source}: option {name}={model.scalar(name)} but Whisper needs {expected} "
+                    f"({meaning}); this model is not a standard Whisper"
+                )
+            ignored[name] = f"option checked: {meaning}"
+    for name in _CT2_INFO:
+        if model.has(name):
+            used.add(name)
+            ignored[name] = "option (read from tensor shapes / not needed for decoding)"
+    for alias, target in model.aliases.items():
+        if alias == "decoder/projection/weight" and target == "decoder/embeddings/weight":
+            ignored[alias] = "alias: output projection tied to the token embedding"
+        else:
+            raise WhisperConversionError(f"{source}: unexpected alias {alias!r} -> {target!r}")
+    unused = sorted(set(model.variables) - used)
+    if unused:
+        raise WhisperConversionError(
+            f"{source}: {len(unused)} variables not understood ({', '.join(unused[:8])}); "
+            f"this converter reads standard CTranslate2 WhisperSpec models only"
+        )
+    config = {k: model.config[k] for k in ("suppress_ids", "suppress_ids_begin", "lang_ids",
+                                          "alignment_heads") if k in model.config}  # fmt: skip
+    return WhisperWeights(dims, collector.finish(), ignored, config)
+
+
+def load_ct2_whisper(directory: str | Path) -> WhisperWeights:
+    """Reads a CTranslate2 Whisper directory (model.bin + config.json)."""
+    try:
+        model = ct2.load_ctranslate2_dir(directory)
+    except ct2.CTranslate2FormatError as error:
+        raise WhisperConversionError(str(error)) from None
+    return convert_ct2_model(model, str(directory))
+
+
+def detect_source(directory: str | Path) -> str:
+    """'ct2' for a CTranslate2 directory (model.bin), 'hf' for safetensors + config.json."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise WhisperConversionError(f"--src={directory}: no such directory")
+    if (directory / "model.bin").is_file():
+        return "ct2"
+    if (directory / "config.json").is_file() and any(directory.glob("*.safetensors")):
+        return "hf"
+    raise WhisperConversionError(
+        f"--src={directory}: neither a CTranslate2 directory (model.bin) nor a Hugging Face "
+        f"one (config.json + *.safetensors)"
+    )
+
+
+LOADERS: dict[str, Callable[[str | Path], WhisperWeights]] = {
+    "ct2": load_ct2_whisper,
+    "hf": load_hf_whisper,
+}
+
+
+def load_whisper_weights(directory: str | Path) -> WhisperWeights:
+    """Reads Whisper weights from an HF or CTranslate2 directory (auto-detected)."""
+    return LOADERS[detect_source(directory)](directory)
