@@ -85,10 +85,12 @@ def test_mel_filterbank_matches_reference_filters(num_mels):
 
 # --- numpy vs jnp, padding invariance -----------------------------------------------------------
 
-# NeMo's per-feature normalisation divides by each bin's std; in the FSDD recording (8 kHz,
-# upsampled) the bins above 4 kHz hold almost no energy and vary little, so float32 rounding is
-# amplified there (measured max 1.9e-4). Broadband rows agree to ~3e-5.
-_NUMPY_JAX_ATOL = {"whisper": 1e-4, "nemo": 2.5e-4}
+
+# NeMo's per-feature normalisation divides by each bin's std, and nothing clamps the dynamic range
+# (Whisper clamps at max - 8): in bins 80+ dB below the frame's loudest bin (above 4 kHz in the
+# 8 kHz FSDD recording, low bins of the chirp) float32 FFT rounding is a sizeable relative error
+# that the division amplifies. Measured max |numpy - jnp| 2.3e-4 there; elsewhere ~1e-5.
+_NUMPY_JAX_MAX_ATOL = {"whisper": 1e-4, "nemo": 5e-4}
 
 
 @pytest.mark.parametrize("kind", ["whisper", "nemo"])
@@ -101,8 +103,9 @@ def test_numpy_and_jax_log_mel_agree(utterances, kind):
         expected = audio.log_mel_numpy(signal, config)
         num_frames = expected.shape[0]
         np.testing.assert_allclose(
-            features[row, :num_frames], expected, atol=_NUMPY_JAX_ATOL[kind], rtol=0
+            features[row, :num_frames], expected, atol=_NUMPY_JAX_MAX_ATOL[kind], rtol=0
         )
+        assert np.abs(features[row, :num_frames] - expected).mean() < 1e-5
         assert np.all(features[row, num_frames:] == 0.0)
 
 
