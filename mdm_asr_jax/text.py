@@ -34,6 +34,7 @@ across batches and hosts before dividing.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import os
@@ -94,6 +95,12 @@ def _as_int_list(ids: Iterable[int]) -> list[int]:
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
     return [int(i) for i in ids]
+
+
+def _require_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TokenizerError(f"encode expects a str, got {type(text).__name__}; pass the text.")
+    return text
 
 
 def _require_file(path: str | os.PathLike, what: str) -> Path:
@@ -258,7 +265,7 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Text -> piece ids (no BOS/EOS). Never returns ``mask_id``."""
-        return list(self._sp.encode(str(text), out_type=int))
+        return list(self._sp.encode(_require_text(text), out_type=int))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text; special ids (pad, unk, bos, eos, [MASK]) and out-of-range ids dropped."""
@@ -393,7 +400,7 @@ class WhisperTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Text -> BPE ids (no prompt, no EOS); a leading space is added if ``prefix_space``."""
-        text = str(text)
+        text = _require_text(text)
         if self.prefix_space and text and not text[0].isspace():
             text = " " + text
         return list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -630,11 +637,8 @@ class AggregateTokenizer:
         token_id = int(token_id)
         if not 0 <= token_id < self.piece_count:
             raise TokenizerError(f"id {token_id} is outside [0, {self.piece_count}).")
-        index = 0
-        for k, start in enumerate(self._starts):
-            if token_id >= start:
-                index = k
-        return self.langs[index]
+        # The last model whose offset is <= token_id (models of size 0 own no ids).
+        return self.langs[bisect.bisect_right(self._starts, token_id) - 1]
 
     def id_to_token(self, token_id: int) -> str:
         """The piece string of a global id (``[MASK]`` for ``mask_id``)."""
@@ -648,7 +652,7 @@ class AggregateTokenizer:
         lang = self.default_lang if lang is None else lang
         self._check_lang(lang)
         offset = self.offsets[lang]
-        return [offset + i for i in self._sp[lang].encode(str(text), out_type=int)]
+        return [offset + i for i in self._sp[lang].encode(_require_text(text), out_type=int)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text. Special ids dropped; each run of ids from one language is decoded by
@@ -671,6 +675,11 @@ class AggregateTokenizer:
                 text += " "
             text += part
         return text.strip()
+
+    def nemo_ids_to_text(self, ids: Iterable[int]) -> str:
+        """NeMo's ``AggregateTokenizer.ids_to_text`` reproduced for parity checks: every id's
+        piece (specials included, ``[MASK]`` not allowed) joined, ``▁`` -> space, no strip."""
+        return "".join(self.id_to_token(i) for i in _as_int_list(ids)).replace("\u2581", " ")
 
     def save(self, directory: str | os.PathLike) -> dict[str, Any]:
         """Copies every model into ``directory`` as ``aggregate_{k}_{lang}.model``; returns the

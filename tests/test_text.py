@@ -73,6 +73,20 @@ def test_spm_save_load_gives_identical_ids(spm_tokenizer, tmp_path):
     assert loaded.vocab_size == spm_tokenizer.vocab_size
 
 
+def test_spm_trains_from_a_text_file_deterministically(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_lines("en", 300, start=5000)), encoding="utf-8")
+    first = text.SentencePieceTokenizer.train(corpus, tmp_path / "a", 100)
+    second = text.SentencePieceTokenizer.train(corpus, tmp_path / "b", 100)
+    assert first.model_path.read_bytes() == second.model_path.read_bytes()
+    assert first.vocab_size == 101
+
+
+def test_spm_encode_rejects_non_text(spm_tokenizer):
+    with pytest.raises(text.TokenizerError, match="expects a str"):
+        spm_tokenizer.encode(None)
+
+
 def test_spm_lowercase_option_folds_case(tmp_path):
     tok = text.SentencePieceTokenizer.train(
         _lines("en", 300), tmp_path, 100, model_type="bpe", lowercase=True
@@ -247,6 +261,12 @@ def test_aggregate_save_load_keeps_order_and_ids(aggregate_parts, tmp_path):
     assert loaded.prompt_ids == tok.prompt_ids
     sentence = _lines("fr", 1, start=900)[0]
     assert loaded.encode(sentence, "fr") == tok.encode(sentence, "fr")
+
+
+def test_aggregate_nemo_style_text_keeps_pieces_and_specials(aggregate_parts):
+    tok = text.AggregateTokenizer(aggregate_parts)
+    ids = [tok.bos_id, *tok.encode("she asked", "en"), tok.eos_id]
+    assert tok.nemo_ids_to_text(ids) == "<|startoftranscript|> she asked<|endoftext|>"
 
 
 def test_aggregate_unknown_language_is_a_clear_error(aggregate_parts):
