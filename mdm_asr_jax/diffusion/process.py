@@ -1,0 +1,307 @@
+"""The masked-diffusion forward process and objectives: schedules, masking, MDM loss, ISCT.
+
+Model-independent: everything here works on token arrays and a `logits_fn`; the network lives
+in `nn/`. The algorithm:
+
+  targets   = transcript tokens, then EOS up to the canvas length L (the model learns the end)
+  t         ~ U(eps, 1], low-discrepancy across the batch (one uniform offset, stratified)
+  canvas    = targets with each position replaced by [MASK] w.p. 1 - alpha_t, independently
+  loss      = sum over masked positions of  w(t) * CE(logits, target),  w(t) = -alpha'_t/(1-alpha_t)
+              (= 1/t for the linear schedule alpha_t = 1 - t); unmasked positions cost nothing.
+              Reported per target token: sum / number of target tokens.
+  ISCT, K steps (under lax.scan; the encoder ran once, outside):
+      x_0 = targets
+      step k: t_k drawn; canvas_k = mask(x_{k-1}, t_k); logits_k = f(canvas_k)
+              loss_k = weighted CE(logits_k, targets) on the masked positions of canvas_k
+              x_k = stop_gradient(argmax or sample of logits_k) at masked slots, canvas_k elsewhere
+      total = sum_k step_weight_k * loss_k.   K = 1 is exactly the plain MDM loss.
+
+Legend: B batch, L canvas length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+# logits_fn(canvas [B, L] int32, key) -> logits [B, L, V]; the key feeds dropout.
+LogitsFn = Callable[[Array, Array], Array]
+
+SCHEDULES = ("linear", "cosine")
+LATER_TIMES = ("independent", "same", "lower")
+PREDICTIONS = ("argmax", "sample")
+
+
+class ProcessError(ValueError):
+    """Invalid arguments to the diffusion process (names the argument and the fix)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+def alpha(t: Array, schedule: str = "linear") -> Array:
+    """Probability that a token is still unmasked at time t in [0, 1]."""
+    t = jnp.asarray(t, jnp.float32)
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return jnp.cos(0.5 * math.pi * t)
+    raise ProcessError(f"schedule={schedule!r}; choose one of {SCHEDULES}")
+
+
+def loss_weight(t: Array, schedule: str = "linear") -> Array:
+    """-alpha'(t) / (1 - alpha(t)): the ELBO weight of a masked position at time t."""
+    t = jnp.asarray(t, jnp.float32)
+    if schedule == "linear":
+        return 1.0 / t
+    if schedule == "cosine":
+        half_pi = 0.5 * math.pi
+        return half_pi * jnp.sin(half_pi * t) / (1.0 - jnp.cos(half_pi * t))
+    raise ProcessError(f"schedule={schedule!r}; choose one of {SCHEDULES}")
+
+
+def sample_times(
+    key: Array, batch_size: int, *, eps: float = 1e-3, low_discrepancy: bool = True
+) -> Array:
+    """t [B] in [eps, 1]. Low-discrepancy: t_i = (u + i / B) mod 1 with one shared u."""
+    if not 0.0 <= eps < 1.0:
+        raise ProcessError(f"eps={eps} must be in [0, 1)")
+    if low_discrepancy:
+        u = jax.random.uniform(key, ())
+        t = jnp.mod(u + jnp.arange(batch_size, dtype=jnp.float32) / batch_size, 1.0)
+    else:
+        t = jax.random.uniform(key, (batch_size,))
+    return eps + (1.0 - eps) * t
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and masking
+# ---------------------------------------------------------------------------------------------
+class CanvasTargets(NamedTuple):
+    targets: Array  # [B, L] int32: transcript then EOS
+    weight: Array  # [B, L] float32: 1 where the position counts as a target token
+
+
+def canvas_targets(
+    tokens: Array,
+    token_lengths: Array,
+    canvas_length: int,
+    eos_id: int,
+    *,
+    count_padding_eos: bool = True,
+) -> CanvasTargets:
+    """Pad each transcript with EOS to `canvas_length`.
+
+    tokens [B, Lt] (any padding beyond token_lengths), token_lengths [B]. The first EOS always
+    counts as a target; the EOS padding after it counts if `count_padding_eos`.
+    Transcripts longer than the canvas are an error when lengths are concrete; the data pipeline
+    filters them (`max_tokens`) so traced calls never see them.
+    """
+    if not isinstance(token_lengths, jax.core.Tracer):
+        longest = int(jnp.max(token_lengths)) if token_lengths.size else 0
+        if longest >= canvas_length:
+            raise ProcessError(
+                f"a transcript has {longest} tokens but the canvas holds {canvas_length} "
+                "(transcript + at least one EOS): raise the canvas length or filter long "
+                "transcripts (data max_tokens)"
+            )
+    batch, width = tokens.shape
+    if width < canvas_length:
+        tokens = jnp.pad(tokens, ((0, 0), (0, canvas_length - width)))
+    tokens = tokens[:, :canvas_length]
+    position = jnp.arange(canvas_length)[None, :]
+    lengths = jnp.asarray(token_lengths)[:, None]
+    targets = jnp.where(position < lengths, tokens, eos_id).astype(jnp.int32)
+    if count_padding_eos:
+        weight = jnp.ones((batch, canvas_length), jnp.float32)
+    else:
+        weight = (position <= lengths).astype(jnp.float32)
+    return CanvasTargets(targets, weight)
+
+
+class Corruption(NamedTuple):
+    canvas: Array  # [B, L] int32, masked positions hold mask_id
+    masked: Array  # [B, L] bool, positions replaced by [MASK]
+    loss_mask: Array  # [B, L] bool, positions whose cross-entropy counts (masked and maskable)
+    t: Array  # [B] float32
+    weight: Array  # [B] float32, w(t)
+
+
+def corrupt(
+    key: Array,
+    tokens: Array,
+    t: Array,
+    mask_id: int,
+    *,
+    schedule: str = "linear",
+    maskable: Array | None = None,
+) -> Corruption:
+    """Absorbing-state masking: each maskable position -> [MASK] w.p. 1 - alpha(t), independently.
+
+    tokens [B, L] int, t [B] in (0, 1], maskable [B, L] bool (default all).
+    """
+    if tokens.ndim != 2:
+        raise ProcessError(f"tokens must be [batch, length], got shape {tokens.shape}")
+    if t.shape != tokens.shape[:1]:
+        raise ProcessError(f"t must have shape [{tokens.shape[0]}], got {t.shape}")
+    if schedule not in SCHEDULES:
+        raise ProcessError(f"schedule={schedule!r}; choose one of {SCHEDULES}")
+    if maskable is None:
+        maskable = jnp.ones(tokens.shape, bool)
+    keep = alpha(t, schedule)[:, None]
+    masked = (jax.random.uniform(key, tokens.shape) >= keep) & maskable
+    canvas = jnp.where(masked, mask_id, tokens).astype(jnp.int32)
+    return Corruption(canvas, masked, masked, t, loss_weight(t, schedule))
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+def token_cross_entropy(logits: Array, targets: Array) -> Array:
+    """Per-position cross-entropy in float32. logits [B, L, V], targets [B, L] -> [B, L]."""
+    log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def masked_diffusion_terms(
+    logits: Array, targets: Array, target_weight: Array, corruption: Corruption
+) -> dict[str, Array]:
+    """Summed terms of the MDM loss for one corruption.
+
+    Returns loss_sum (sum of w(t) * CE over counted masked positions), masked_tokens, correct
+    (argmax hits on those positions), ce_sum (unweighted CE on them). Normalise once by the
+    number of target tokens (sum of target_weight) to report the loss per token.
+    """
+    ce = token_cross_entropy(logits, targets)
+    counted = corruption.loss_mask.astype(jnp.float32) * target_weight
+    hits = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(ce * counted * corruption.weight[:, None]),
+        "ce_sum": jnp.sum(ce * counted),
+        "masked_tokens": jnp.sum(counted),
+        "correct": jnp.sum(hits * counted),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessConfig:
+    """How training corrupts and scores. Paper defaults: linear schedule, ISCT with 2 steps."""
+
+    schedule: str = "linear"
+    eps: float = 1e-3
+    low_discrepancy: bool = True
+    count_padding_eos: bool = True
+    isct_steps: int = 1  # K; 1 = plain MDM
+    later_times: str = "independent"  # how t_k (k >= 2) is drawn: independent | same | lower
+    prediction: str = "argmax"  # how x_k is formed from logits_k: argmax | sample
+    step_weights: tuple[float, ...] = ()  # per-step loss weights; () = all 1.0
+
+    def validate(self) -> ProcessConfig:
+        if self.schedule not in SCHEDULES:
+            raise ProcessError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
+        if self.isct_steps < 1:
+            raise ProcessError(f"isct_steps={self.isct_steps} must be >= 1 (1 = plain MDM)")
+        if self.later_times not in LATER_TIMES:
+            raise ProcessError(f"later_times={self.later_times!r}; choose one of {LATER_TIMES}")
+        if self.prediction not in PREDICTIONS:
+            raise ProcessError(f"prediction={self.prediction!r}; choose one of {PREDICTIONS}")
+        if self.step_weights and len(self.step_weights) != self.isct_steps:
+            raise ProcessError(
+                f"step_weights has {len(self.step_weights)} entries for isct_steps={self.isct_steps}"
+            )
+        return self
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(self.step_weights) or (1.0,) * self.isct_steps
+
+
+def _step_key(key: Array, step: int) -> Array:
+    """Step 0 uses `key` itself (so K = 1 is the plain loss), step k folds k in."""
+    return key if step == 0 else jax.random.fold_in(key, step)
+
+
+def mdm_loss(
+    logits_fn: LogitsFn,
+    key: Array,
+    targets: Array,
+    target_weight: Array,
+    mask_id: int,
+    config: ProcessConfig = ProcessConfig(),
+) -> dict[str, Array]:
+    """Plain masked-diffusion loss (one corruption). Returns summed terms + `target_tokens`."""
+    time_key, mask_key, model_key = jax.random.split(key, 3)
+    t = sample_times(
+        time_key, targets.shape[0], eps=config.eps, low_discrepancy=config.low_discrepancy
+    )
+    corruption = corrupt(mask_key, targets, t, mask_id, schedule=config.schedule)
+    terms = masked_diffusion_terms(
+        logits_fn(corruption.canvas, model_key), targets, target_weight, corruption
+    )
+    terms["target_tokens"] = jnp.sum(target_weight)
+    return terms
+
+
+def isct_loss(
+    logits_fn: LogitsFn,
+    key: Array,
+    targets: Array,
+    target_weight: Array,
+    mask_id: int,
+    config: ProcessConfig = ProcessConfig(),
+) -> dict[str, Array]:
+    """Iterative Self-Correction Training over K = config.isct_steps steps under lax.scan.
+
+    Returns the summed terms of all steps (loss_sum already weighted per step), per-step
+    `step{k}_loss_sum` / `step{k}_correct` / `step{k}_masked_tokens`, and `target_tokens`.
+    With K = 1 the result equals `mdm_loss` exactly (same keys, same arithmetic).
+    """
+    config.validate()
+    batch = targets.shape[0]
+    num_steps = config.isct_steps
+    step_keys = jnp.stack([_step_key(key, k) for k in range(num_steps)])
+    step_weights = jnp.asarray(config.weights, jnp.float32)
+
+    def step(carry, inputs):
+        previous, first_t = carry
+        step_key, step_weight, index = inputs
+        time_key, mask_key, model_key = jax.random.split(step_key, 3)
+        fresh_t = sample_times(
+            time_key, batch, eps=config.eps, low_discrepancy=config.low_discrepancy
+        )
+        if config.later_times == "same":
+            t = jnp.where(index == 0, fresh_t, first_t)
+        elif config.later_times == "lower":
+            t = jnp.where(index == 0, fresh_t, jnp.maximum(first_t * fresh_t, config.eps))
+        else:
+            t = fresh_t
+        corruption = corrupt(mask_key, previous, t, mask_id, schedule=config.schedule)
+        logits = logits_fn(corruption.canvas, model_key)
+        terms = masked_diffusion_terms(logits, targets, target_weight, corruption)
+        if config.prediction == "argmax":
+            predicted = jnp.argmax(logits, axis=-1)
+        else:
+            predicted = jax.random.categorical(
+                jax.random.fold_in(model_key, 1), jnp.asarray(logits, jnp.float32)
+            )
+        predicted = jnp.where(corruption.masked, predicted, corruption.canvas).astype(jnp.int32)
+        predicted = jax.lax.stop_gradient(predicted)
+        terms = {**terms, "loss_sum": terms["loss_sum"] * step_weight}
+        first_t = jnp.where(index == 0, t, first_t)
+        return (predicted, first_t), terms
+
+    init = (targets.astype(jnp.int32), jnp.zeros((batch,), jnp.float32))
+    _, per_step = jax.lax.scan(step, init, (step_keys, step_weights, jnp.arange(num_steps)))
+    out = {name: jnp.sum(values) for name, values in per_step.items()}
+    for k in range(num_steps):
+        out[f"step{k + 1}_loss_sum"] = per_step["loss_sum"][k]
+        out[f"step{k + 1}_correct"] = per_step["correct"][k]
+        out[f"step{k + 1}_masked_tokens"] = per_step["masked_tokens"][k]
+    out["target_tokens"] = jnp.sum(target_weight)
+    return out

@@ -1,0 +1,190 @@
+"""Checkpoint directories: everything needed to decode, with no other input.
+
+Layout of an exported checkpoint directory:
+  DIR/config.json      {"format": 1, "model": ModelConfig, "features": FeatureConfig,
+                        "tokenizer": tokenizer spec, "decoding": defaults, "info": free-form}
+  DIR/tokenizer/...    tokenizer files (paths in the spec are relative to this folder)
+  DIR/params/          orbax PyTree checkpoint of the parameters (unboxed)
+
+A training workdir has the same `config.json` and `tokenizer/` at its top and an orbax
+CheckpointManager folder `checkpoints/` (see `train.trainer`); `load_checkpoint` accepts either
+and, for a workdir, takes the best checkpoint by eval WER, else the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.nn.config import ModelConfig
+from mdm_asr_jax.text import load_tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+PARAMS_DIR = "params"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be used (names the path and the fix)."""
+
+
+class LoadedCheckpoint(NamedTuple):
+    model_config: ModelConfig
+    feature_config: FeatureConfig
+    tokenizer: Any
+    params: Any  # unboxed parameter pytree (numpy / jax arrays)
+    decoding: dict[str, Any]
+    info: dict[str, Any]
+    path: Path
+
+
+def write_config(
+    directory: str | Path,
+    model_config: ModelConfig,
+    feature_config: FeatureConfig,
+    tokenizer: Any,
+    *,
+    decoding: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> None:
+    """Write config.json and the tokenizer files into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = directory / TOKENIZER_DIR
+    if tokenizer_dir.exists():
+        shutil.rmtree(tokenizer_dir)
+    spec = tokenizer.save(tokenizer_dir)
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
+            f"{model_config.vocab_size}: build the model config from the tokenizer"
+        )
+    payload = {
+        "format": FORMAT_VERSION,
+        "model": model_config.to_dict(),
+        "features": dataclasses.asdict(feature_config),
+        "tokenizer": spec,
+        "decoding": decoding or {},
+        "info": info or {},
+    }
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def read_config(directory: str | Path) -> tuple[ModelConfig, FeatureConfig, Any, dict, dict]:
+    """(model config, feature config, tokenizer, decoding defaults, info) from config.json."""
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(
+            f"{directory} has no {CONFIG_FILE}: pass a checkpoint directory written by "
+            "mdm-asr-train / mdm-asr-convert, or a training workdir"
+        )
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the checkpoint is damaged"
+        ) from err
+    if payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format {payload.get('format')!r}; this version reads format {FORMAT_VERSION}"
+        )
+    model_config = ModelConfig.from_dict(payload["model"])
+    feature_config = FeatureConfig(**payload["features"])
+    tokenizer = load_tokenizer(directory / TOKENIZER_DIR, payload["tokenizer"])
+    return (
+        model_config,
+        feature_config,
+        tokenizer,
+        payload.get("decoding", {}),
+        payload.get("info", {}),
+    )
+
+
+def export_checkpoint(
+    directory: str | Path,
+    model_config: ModelConfig,
+    params: Any,
+    feature_config: FeatureConfig,
+    tokenizer: Any,
+    *,
+    decoding: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a self-contained checkpoint directory (config, tokenizer, params)."""
+    directory = Path(directory).absolute()
+    write_config(directory, model_config, feature_config, tokenizer, decoding=decoding, info=info)
+    params = jax.tree.map(np.asarray, nn.meta.unbox(params))
+    params_dir = directory / PARAMS_DIR
+    if params_dir.exists():
+        shutil.rmtree(params_dir)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(params_dir, params)
+    return directory
+
+
+def _restore_params(path: Path) -> Any:
+    with ocp.StandardCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(path)
+        tree = getattr(metadata, "item_metadata", metadata)
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+            tree,
+            is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"),
+        )
+        return checkpointer.restore(path, target)
+
+
+def find_workdir_step(directory: Path) -> Path:
+    """The item folder of the best (by eval WER) or latest step of a training workdir."""
+    manager_dir = directory / CHECKPOINTS_DIR
+    steps = sorted((int(p.name), p) for p in manager_dir.iterdir() if p.name.isdigit())
+    if not steps:
+        raise CheckpointError(
+            f"{manager_dir} holds no saved step yet: train longer or wait for a save"
+        )
+    best_file = directory / "best.json"
+    chosen = steps[-1][1]
+    if best_file.exists():
+        best = json.loads(best_file.read_text())
+        candidate = manager_dir / str(best["step"])
+        if candidate.exists():
+            chosen = candidate
+    return chosen
+
+
+def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
+    """Load an exported checkpoint directory, or the best/latest step of a training workdir."""
+    directory = Path(directory).absolute()
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint {directory} does not exist")
+    model_config, feature_config, tokenizer, decoding, info = read_config(directory)
+    if (directory / PARAMS_DIR).exists():
+        params = _restore_params(directory / PARAMS_DIR)
+        info = dict(info)
+    elif (directory / CHECKPOINTS_DIR).exists():
+        step_dir = find_workdir_step(directory)
+        params_path = step_dir / "params"
+        if not params_path.exists():
+            raise CheckpointError(f"{step_dir} has no params item; the workdir is damaged")
+        params = _restore_params(params_path)
+        info = {**info, "step": int(step_dir.name)}
+    else:
+        raise CheckpointError(
+            f"{directory} has a config but neither {PARAMS_DIR}/ nor {CHECKPOINTS_DIR}/: "
+            "the checkpoint is incomplete"
+        )
+    return LoadedCheckpoint(
+        model_config, feature_config, tokenizer, params, decoding, info, directory
+    )
