@@ -22,7 +22,8 @@ Three things live here, shared by the input pipeline (numpy, on the host) and th
   a padded batch in float32 and is jittable. Every statistic (the Whisper clamp maximum, the NeMo
   mean and std) is taken over each row's valid frames only, and the STFT of a row reads only that
   row's samples, so padding a batch never changes a row's features on its valid frames. Frames
-  past a row's valid length are set to 0.
+  past a row's valid length are set to 0 (`fill_whisper_padding` gives them the value Whisper's
+  own 30 s zero padding would, for pretrained Whisper encoders).
 * **SpecAugment** (`spec_augment`): frequency and time masks drawn per example from an explicit
   key, applied to valid frames only.
 
@@ -376,6 +377,8 @@ def _log_mel_batch(
     batch, total = audio.shape
     num_frames = int(config.num_frames(total))
     dtype = audio.dtype
+    if num_frames == 0:
+        return xp.zeros((batch, 0, config.num_mels), dtype)
     if total == 0:  # gathers need one sample to index; every tap is masked out below anyway
         audio = xp.zeros((batch, 1), dtype)
         total = 1
@@ -424,15 +427,8 @@ def _log_mel_batch(
     zero = xp.zeros((), dtype)
     if config.kind == "whisper":
         log_mel = xp.log10(xp.maximum(mel, xp.asarray(_WHISPER_LOG_FLOOR, dtype)))
-        row_max = (
-            xp.max(
-                xp.where(frame_valid_3d, log_mel, xp.asarray(-xp.inf, dtype)),
-                axis=(1, 2),
-                keepdims=True,
-            )
-            if num_frames > 0
-            else xp.zeros((batch, 1, 1), dtype)
-        )
+        masked_log_mel = xp.where(frame_valid_3d, log_mel, xp.asarray(-xp.inf, dtype))
+        row_max = xp.max(masked_log_mel, axis=(1, 2), keepdims=True)  # [B, 1, 1]
         log_mel = xp.maximum(log_mel, row_max - 8.0)
         features = (log_mel + 4.0) / 4.0
     else:
@@ -515,7 +511,37 @@ def log_mel_jax(
         )
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+    if not isinstance(lengths, jax.core.Tracer):
+        concrete = np.asarray(lengths)
+        if concrete.size and (concrete.min() < 0 or concrete.max() > audio.shape[1]):
+            raise ValueError(
+                f"lengths must lie in [0, N={audio.shape[1]}] (valid samples per row), got "
+                f"min {concrete.min()} max {concrete.max()}"
+            )
     return _log_mel_jax_jit(audio, lengths.astype(jnp.int32), config, key)
+
+
+def fill_whisper_padding(features: Any, feature_mask: Any) -> jax.Array:
+    """Give padded frames of Whisper features the value Whisper's own padding would have.
+
+    OpenAI Whisper zero-pads audio to 30 s before its STFT; a silent frame's log-mel sits at the
+    clamp floor, log max - 8, i.e. (row max feature) - 2 after the (x + 4) / 4 scaling. Our
+    features put 0 on padded frames instead. Use this before a pretrained Whisper encoder that
+    reads the padded frames (fixed 3000-frame inputs); the frames next to the end of the speech
+    still differ slightly (ours reflect the speech, Whisper's read zeros).
+
+    Args:
+      features: [B, T, M] whisper-kind features (numpy or jax).
+      feature_mask: [B, T] bool, True on valid frames.
+
+    Returns:
+      [B, T, M] jax array: valid frames unchanged, padded frames at each row's floor.
+    """
+    features = jnp.asarray(features)
+    valid = jnp.asarray(feature_mask, bool)[:, :, None]  # [B, T, 1]
+    row_max = jnp.max(jnp.where(valid, features, -jnp.inf), axis=(1, 2), keepdims=True)
+    floor = jnp.where(jnp.isfinite(row_max), row_max - 2.0, (-10.0 + 4.0) / 4.0)  # [B, 1, 1]
+    return jnp.where(valid, features, floor.astype(features.dtype))
 
 
 # ---------------------------------------------------------------------------------------------

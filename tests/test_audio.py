@@ -340,3 +340,27 @@ def test_spec_augment_rejects_bad_arguments():
         audio.spec_augment(jax.random.key(0), features, feature_mask[:, :10])
     with pytest.raises(ValueError, match="time_width_ratio"):
         audio.spec_augment(jax.random.key(0), features, feature_mask, time_width_ratio=2.0)
+
+
+def test_log_mel_jax_rejects_lengths_longer_than_the_batch():
+    config = audio.FeatureConfig(kind="whisper")
+    with pytest.raises(ValueError, match="lengths"):
+        audio.log_mel_jax(np.zeros((2, 800), np.float32), np.array([800, 900]), config)
+
+
+def test_fill_whisper_padding_matches_whisper_on_zero_padded_audio(fsdd_audio):
+    feature_extractor_module = pytest.importorskip("faster_whisper.feature_extractor")
+    config = audio.FeatureConfig(kind="whisper")
+    padded_samples = 16000
+    zero_padded = np.pad(fsdd_audio, (0, padded_samples - len(fsdd_audio)))
+    expected = feature_extractor_module.FeatureExtractor()(zero_padded, padding=0).T  # [T, M]
+    features = audio.log_mel_numpy(fsdd_audio, config)
+    valid_frames = features.shape[0]
+    batch = np.zeros((1, config.num_frames(padded_samples), 80), np.float32)
+    batch[0, :valid_frames] = features
+    feature_mask = np.arange(batch.shape[1])[None, :] < valid_frames
+    filled = np.asarray(audio.fill_whisper_padding(batch, feature_mask))[0]
+    np.testing.assert_array_equal(filled[:valid_frames], features)
+    # Frames whose window does not reach the speech/zeros boundary agree with Whisper's padding.
+    np.testing.assert_allclose(filled[: valid_frames - 2], expected[: valid_frames - 2], atol=1e-4)
+    np.testing.assert_allclose(filled[valid_frames + 2 :], expected[valid_frames + 2 :], atol=1e-4)
