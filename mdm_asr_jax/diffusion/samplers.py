@@ -1,0 +1,552 @@
+"""Masked-diffusion samplers: one compiled decode loop, five selection rules.
+
+Dimension letters: B batch, L canvas tokens, V vocabulary (tokenizer ids + [MASK]),
+S steps (= the NFE cap, one function evaluation a step).
+
+The loop (`mdm_sample`) is a pure function over `logits_fn(canvas [B,L] int32) -> [B,L,V]`; the
+caller closes `logits_fn` over the encoder output and the cross-attention K/V, computed once per
+utterance outside the loop. For steps s = 0, 1, ..., S-1:
+
+  0. Start: canvas[b, i] = [MASK] for i < lengths[b], EOS beyond (frozen). A position is *live*
+     while it holds [MASK]; a row is *finished* when it has no live position.
+  1. logits = logits_fn(canvas), cast to float32. Forbidden ids ([MASK], pad, other specials) get
+     a huge negative logit, so they are never emitted.
+  2. Per position, all in float32: the candidate token x (argmax; a sample from
+     softmax(logits / temperature) when temperature > 0), its confidence p(x), the entropy H of
+     the distribution (nats), and (for eb's margin proxy) the margin p1 - p2 of the top two.
+  3. The rule picks which live positions commit this step (table below); at s = S-1 every live
+     position commits, so the NFE cap is never exceeded.
+  4. canvas[commit] = x[commit]. If the first EOS of a row now sits at j, every position > j
+     becomes EOS and stops being live (nothing at or after the first committed EOS stays live).
+  5. nfe_used[b] += 1 for every row that was live at the start of the step. The while loop stops
+     when every row is finished (early exit) or after S steps; `fixed_steps=True` always runs S
+     steps (finished rows are carried through unchanged) for benchmarks.
+Output: the canvas [B,L]; the transcript is the tokens before the first EOS (`tokens_to_ids`).
+
+Selection rules (n = live count of the row, S - s = steps left including this one):
+  random  mode=count: k = ceil(n / (S - s)) live positions chosen uniformly at random (LLaDA's
+          fixed count per step, recomputed from the live count so EOS truncation is absorbed).
+          mode=bernoulli: each live position commits independently with probability 1/(S - s)
+          (MDLM's reverse step under the linear schedule alpha_t = 1 - t).
+  dfm     Euler step of discrete flow matching with a mask source and the linear scheduler
+          kappa_t = t: a masked slot jumps with probability h * kappa'/(1 - kappa) = 1/(S - s),
+          to a token drawn from the model's posterior (temperature 1 by default, as in DFM).
+          Decoded tokens never change: under the mask-source path the exact posterior of an
+          unmasked slot is a point mass on its current token, so its velocity is zero (and the
+          model is never trained on unmasked slots). `random(mode=bernoulli)` is the same
+          position rule with greedy tokens.
+  topk    confidence top-k (MaskGIT / LLaDA "low confidence"): k = n - floor(n * g(r')/g(r)),
+          r = s/S, r' = (s+1)/S, g(r) = 1 - r (linear: k = ceil(n/(S - s))) or cos(pi r / 2)
+          (cosine: few tokens first, many last); at least one.
+  eb      entropy-bounded (Ben-Hamu et al. 2025): sort live positions by the proxy (entropy
+          ascending; confidence or margin descending) and commit the longest prefix whose
+          entropies satisfy sum(H) - max(H) <= gamma; at least one. sum - max is non-decreasing
+          along the prefix, so the prefix is well defined.
+  pbeb    position-biased EB (MDM-ASR): sort key confidence * exp(-lam * i), i = canvas position
+          (computed as log(confidence) - lam * i, which orders identically and is invariant to
+          shifting i), then eb's entropy budget.
+Ties in every sort break towards the earlier position. Randomness comes from one key per row
+(split from `key`, or given as [B] keys), folded with the step, so a row's result never depends
+on the other rows of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+LogitsFn = Callable[[Array], Array]
+
+NEG_LOGIT = -1e9  # logit given to forbidden ids: exp underflows to exactly 0 in float32
+DEFAULT_CANVAS_LENGTH = 256  # the paper's fixed canvas
+DEFAULT_NFE = 32
+DEFAULT_CANVAS_BUCKETS = (16, 32, 64, 128, 256)
+
+
+class SamplerSpecError(ValueError):
+    """A sampler spec string that cannot be parsed (names the valid samplers / parameters)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec strings and the registry.
+
+# name -> (family, {parameter: default}); a tuple default lists the allowed choices (first is
+# the default). Every MDM sampler also takes `temperature`.
+_REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
+    "random": ("mdm", {"mode": ("count", "bernoulli"), "temperature": 0.0}),
+    "dfm": ("mdm", {"temperature": 1.0}),
+    "topk": ("mdm", {"schedule": ("linear", "cosine"), "temperature": 0.0}),
+    "eb": (
+        "mdm",
+        {"gamma": 0.05, "proxy": ("entropy", "confidence", "margin"), "temperature": 0.0},
+    ),
+    "pbeb": ("mdm", {"lam": 0.2, "gamma": 0.05, "temperature": 0.0}),
+    "ar_greedy": ("ar", {}),
+    "ar_beam": ("ar", {"size": 4, "length_penalty": 1.0}),
+    "ctc_greedy": ("ctc", {}),
+}
+SAMPLER_NAMES = tuple(_REGISTRY)
+MDM_SAMPLER_NAMES = tuple(n for n, (fam, _) in _REGISTRY.items() if fam == "mdm")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """A parsed sampler spec (hashable, so it can key jit caches). Build with `parse_sampler`.
+
+    Only the fields of `name`'s registry entry are meaningful; the rest keep their defaults.
+    """
+
+    name: str
+    mode: str = "count"  # random: "count" (fixed k per step) | "bernoulli" (MDLM)
+    schedule: str = "linear"  # topk: "linear" | "cosine"
+    gamma: float = 0.05  # eb / pbeb: entropy budget (nats)
+    proxy: str = "entropy"  # eb: sort key "entropy" | "confidence" | "margin"
+    lam: float = 0.2  # pbeb: position decay
+    temperature: float = 0.0  # 0 = argmax tokens; > 0 = sample from softmax(logits / T)
+    size: int = 4  # ar_beam: beam size
+    length_penalty: float = 1.0  # ar_beam: score = log p / length ** length_penalty
+
+    @property
+    def family(self) -> str:
+        """"mdm" (masked diffusion), "ar" (autoregressive baseline) or "ctc"."""
+        return _REGISTRY[self.name][0]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters this sampler takes, with their values."""
+        return {p: getattr(self, p) for p in _REGISTRY[self.name][1]}
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string, with every parameter written out."""
+        if not self.params:
+            return self.name
+        body = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({body})"
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def _describe_registry() -> str:
+    parts = []
+    for name, (_, params) in _REGISTRY.items():
+        if not params:
+            parts.append(name)
+            continue
+        inner = ", ".join(
+            f"{k}={'|'.join(v)}" if isinstance(v, tuple) else f"{k}={v}" for k, v in params.items()
+        )
+        parts.append(f"{name}({inner})")
+    return "; ".join(parts)
+
+
+_SPEC_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+
+
+def parse_sampler(spec: str | SamplerConfig) -> SamplerConfig:
+    """Parses a spec string such as "pbeb(lam=0.2, gamma=0.05)" into a `SamplerConfig`.
+
+    Unknown names, unknown parameters, bad values or choices raise `SamplerSpecError` listing
+    what is valid. A `SamplerConfig` passes through unchanged.
+    """
+    if isinstance(spec, SamplerConfig):
+        return spec
+    if not isinstance(spec, str):
+        raise SamplerSpecError(f"sampler spec must be a string, got {type(spec).__name__}")
+    match = _SPEC_RE.match(spec)
+    if match is None:
+        raise SamplerSpecError(
+            f"cannot parse sampler spec {spec!r}; write NAME or NAME(key=value, ...), one of: "
+            f"{_describe_registry()}"
+        )
+    name, body = match.group(1), match.group(2)
+    if name not in _REGISTRY:
+        raise SamplerSpecError(
+            f"unknown sampler {name!r} in spec {spec!r}; valid samplers: {_describe_registry()}"
+        )
+    allowed = _REGISTRY[name][1]
+    values: dict[str, Any] = {k: (v[0] if isinstance(v, tuple) else v) for k, v in allowed.items()}
+    for item in (body or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise SamplerSpecError(f"sampler spec {spec!r}: {item.strip()!r} is not key=value")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key not in allowed:
+            valid = ", ".join(allowed) or "none"
+            raise SamplerSpecError(
+                f"sampler {name!r} has no parameter {key!r} (spec {spec!r}); valid parameters: {valid}"
+            )
+        default = allowed[key]
+        try:
+            if isinstance(default, tuple):
+                if raw not in default:
+                    raise ValueError
+                value: Any = raw
+            elif isinstance(default, int) and not isinstance(default, bool):
+                value = int(raw)
+            else:
+                value = float(raw)
+        except ValueError:
+            expect = "one of " + "|".join(default) if isinstance(default, tuple) else type(default).__name__
+            raise SamplerSpecError(
+                f"sampler spec {spec!r}: {key}={raw!r} is invalid; expected {expect}"
+            ) from None
+        values[key] = value
+    config = SamplerConfig(name=name, **values)
+    _validate_values(config, spec)
+    return config
+
+
+def _validate_values(config: SamplerConfig, spec: str) -> None:
+    checks = {
+        "gamma": config.gamma >= 0,
+        "lam": config.lam >= 0,
+        "temperature": config.temperature >= 0 and math.isfinite(config.temperature),
+        "size": config.size >= 1,
+        "length_penalty": config.length_penalty >= 0,
+    }
+    for key in config.params:
+        if not checks.get(key, True):
+            bound = ">= 1" if key == "size" else "a finite number >= 0"
+            raise SamplerSpecError(
+                f"sampler spec {spec!r}: {key}={getattr(config, key)} must be {bound}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop state and outputs.
+
+
+class Trajectory(NamedTuple):
+    """Per-step record of a decode (`record=True`); only the first `steps` entries are valid."""
+
+    canvas: Array  # [S,B,L] int32 canvas after the step
+    committed: Array  # [S,B,L] bool positions the rule committed at the step
+    confidence: Array  # [S,B,L] float32 confidence of the candidate token
+    entropy: Array  # [S,B,L] float32 entropy of the predictive distribution (nats)
+    steps: Array  # [] int32 number of steps run
+
+
+class DecodeState(NamedTuple):
+    """The while-loop carry."""
+
+    canvas: Array  # [B,L] int32
+    step: Array  # [] int32 steps done so far
+    nfe_used: Array  # [B] int32 steps each row was live for
+    trajectory: Trajectory | None
+
+
+class SampleOutput(NamedTuple):
+    tokens: Array  # [B,L] int32 final canvas (EOS from the first EOS on)
+    nfe_used: Array  # [B] int32
+    trajectory: Trajectory | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks (public for tests and the notebook).
+
+
+class TokenStats(NamedTuple):
+    candidate: Array  # [B,L] int32
+    confidence: Array  # [B,L] float32 p(candidate)
+    entropy: Array  # [B,L] float32 >= 0
+    margin: Array | None  # [B,L] float32 p1 - p2
+
+
+def token_stats(
+    logits: Array, *, temperature: float, keys: Array | None, with_margin: bool = False
+) -> TokenStats:
+    """Candidate tokens and float32 confidence / entropy / margin from (masked) logits [B,L,V].
+
+    temperature 0: argmax tokens, statistics of softmax(logits). temperature T > 0: tokens drawn
+    from softmax(logits / T) with one key per row (`keys` [B]); statistics of that distribution.
+    """
+    logits = logits.astype(jnp.float32)
+    if temperature > 0:
+        logits = logits / temperature
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    probs = jnp.exp(log_probs)
+    entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
+    entropy = jnp.maximum(entropy, 0.0)
+    if temperature > 0:
+        candidate = jax.vmap(lambda k, lg: jax.random.categorical(k, lg, axis=-1))(keys, logits)
+    else:
+        candidate = jnp.argmax(logits, axis=-1)
+    candidate = candidate.astype(jnp.int32)
+    confidence = jnp.take_along_axis(probs, candidate[..., None], axis=-1)[..., 0]
+    margin = None
+    if with_margin:
+        top2 = lax.top_k(probs, 2)[0]
+        margin = top2[..., 0] - top2[..., 1]
+    return TokenStats(candidate, confidence, entropy, margin)
+
+
+def pbeb_scores(confidence: Array, positions: Array, lam: float) -> Array:
+    """PBEB sort key, log(confidence * exp(-lam * i)) = log(confidence) - lam * i (higher first).
+
+    A shift of the position origin adds the same constant to every key, so the order is
+    unchanged.
+    """
+    log_conf = jnp.log(jnp.maximum(confidence.astype(jnp.float32), 1e-30))
+    return log_conf - lam * positions.astype(jnp.float32)
+
+
+def entropy_budget_excess(sorted_entropy: Array) -> Array:
+    """sum(H) - max(H) over each prefix of entropies in commit order [..., L] (non-decreasing)."""
+    return jnp.cumsum(sorted_entropy, axis=-1) - lax.cummax(sorted_entropy, axis=sorted_entropy.ndim - 1)
+
+
+def _order_and_rank(score: Array, live: Array) -> tuple[Array, Array]:
+    """Sort live positions by score (descending, ties to the earlier position), dead ones last."""
+    score = jnp.where(live, jnp.maximum(score, -1e30), -jnp.inf)
+    order = jnp.argsort(-score, axis=-1, stable=True)  # [B,L] position at each rank
+    rank = jnp.argsort(order, axis=-1, stable=True)  # [B,L] rank of each position
+    return order, rank
+
+
+def _budget_count(entropy: Array, live: Array, order: Array, gamma: float) -> Array:
+    """Length of the longest prefix (in `order`) with sum(H) - max(H) <= gamma; at least 1."""
+    sorted_entropy = jnp.take_along_axis(jnp.where(live, entropy, 0.0), order, axis=-1)
+    sorted_live = jnp.take_along_axis(live, order, axis=-1)
+    ok = (entropy_budget_excess(sorted_entropy) <= gamma) & sorted_live
+    count = jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=-1), axis=-1)
+    return jnp.maximum(count, 1)
+
+
+def schedule_count(n_live: Array, step: Array, num_steps: int, schedule: str) -> Array:
+    """How many of n_live [B] positions commit at `step` (of num_steps) under a schedule; >= 1."""
+    steps_left = num_steps - step
+    if schedule == "linear":
+        k = (n_live + steps_left - 1) // steps_left  # ceil(n / (S - s)), exact in integers
+    elif schedule == "cosine":
+        g = lambda r: jnp.cos(0.5 * jnp.pi * r)
+        ratio = g((step + 1) / num_steps) / jnp.maximum(g(step / num_steps), 1e-12)
+        ratio = jnp.clip(ratio, 0.0, 1.0)
+        k = n_live - jnp.floor(n_live * ratio).astype(jnp.int32)
+    else:
+        raise SamplerSpecError(f"unknown schedule {schedule!r}; choose linear or cosine")
+    return jnp.clip(k, 1, jnp.maximum(n_live, 1)).astype(jnp.int32)
+
+
+def select_commits(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    keys: Array,
+) -> Array:
+    """The positions [B,L] bool that `config`'s rule commits at `step` (before the last-step fill)."""
+    n_live = jnp.sum(live, axis=-1).astype(jnp.int32)  # [B]
+    positions = jnp.arange(live.shape[-1])[None, :]
+    name = config.name
+    if name == "dfm" or (name == "random" and config.mode == "bernoulli"):
+        uniform = jax.vmap(lambda k: jax.random.uniform(k, live.shape[-1:]))(keys)
+        probability = 1.0 / (num_steps - step).astype(jnp.float32)
+        return live & (uniform < probability)
+    if name == "random":
+        score = jax.vmap(lambda k: jax.random.uniform(k, live.shape[-1:]))(keys)
+        count = schedule_count(n_live, step, num_steps, "linear")
+        _, rank = _order_and_rank(score, live)
+    elif name == "topk":
+        count = schedule_count(n_live, step, num_steps, config.schedule)
+        _, rank = _order_and_rank(stats.confidence, live)
+    elif name in ("eb", "pbeb"):
+        if name == "pbeb":
+            score = pbeb_scores(stats.confidence, jnp.broadcast_to(positions, live.shape), config.lam)
+        elif config.proxy == "entropy":
+            score = -stats.entropy
+        elif config.proxy == "confidence":
+            score = stats.confidence
+        else:
+            score = stats.margin
+        order, rank = _order_and_rank(score, live)
+        count = _budget_count(stats.entropy, live, order, config.gamma)
+    else:
+        raise SamplerSpecError(f"{name!r} is not a masked-diffusion sampler ({MDM_SAMPLER_NAMES})")
+    return live & (rank < count[:, None])
+
+
+def truncate_after_eos(canvas: Array, eos_id: int) -> Array:
+    """Every position after a row's first EOS becomes EOS. canvas [B,L] -> [B,L]."""
+    is_eos = canvas == eos_id
+    length = canvas.shape[-1]
+    first = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1), length)
+    return jnp.where(jnp.arange(length)[None, :] > first[:, None], eos_id, canvas)
+
+
+def _row_keys(key: Array, batch_size: int) -> Array:
+    """One key per row: `key` split B ways, or `key` itself when it already holds B keys."""
+    key = jnp.asarray(key)
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    per_row = key.ndim == (1 if typed else 2)
+    if per_row:
+        if key.shape[0] != batch_size:
+            raise ValueError(f"key holds {key.shape[0]} row keys but batch_size={batch_size}")
+        return key
+    return jax.random.split(key, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def mdm_sample(
+    logits_fn: LogitsFn,
+    batch_size: int,
+    canvas_length: int,
+    *,
+    spec: str | SamplerConfig,
+    nfe: int,
+    key: Array,
+    mask_id: int,
+    eos_id: int,
+    forbidden_ids: Sequence[int] = (),
+    lengths: Array | None = None,
+    record: bool = False,
+    fixed_steps: bool = False,
+) -> SampleOutput:
+    """Decodes a batch with a masked-diffusion sampler (see the module docstring).
+
+    Args:
+      logits_fn: canvas [B,L] int32 -> logits [B,L,V]; must treat rows independently.
+      batch_size, canvas_length: B and L (static).
+      spec: sampler spec string or `SamplerConfig` (an MDM sampler).
+      nfe: the NFE cap S >= 1 (static); every mask is filled by step S.
+      key: a PRNG key, or [B] row keys (then row b's randomness depends on key[b] only).
+      mask_id, eos_id: ids of [MASK] and EOS.
+      forbidden_ids: ids never to emit besides [MASK] (pad, BOS, other specials; not EOS).
+      lengths: [B] per-row canvas lengths (<= L); positions beyond are EOS from the start.
+      record: also return the per-step `Trajectory` (buffers [S,B,L]).
+      fixed_steps: run exactly S steps (no early exit), for benchmarks; same tokens.
+    Returns:
+      SampleOutput(tokens [B,L] int32, nfe_used [B] int32, trajectory or None).
+    """
+    config = parse_sampler(spec)
+    if config.family != "mdm":
+        raise SamplerSpecError(
+            f"mdm_sample needs a masked-diffusion sampler {MDM_SAMPLER_NAMES}, got {config.spec!r}"
+        )
+    if not isinstance(nfe, (int, np.integer)) or nfe < 1:
+        raise ValueError(f"nfe={nfe!r} must be a positive integer (the maximum number of steps)")
+    if canvas_length < 1 or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} and canvas_length={canvas_length} must be >= 1")
+    forbidden = sorted({int(i) for i in forbidden_ids} | {int(mask_id)})
+    if eos_id in forbidden:
+        raise ValueError(f"forbidden_ids contains eos_id={eos_id}; EOS must stay emittable")
+    nfe = int(nfe)
+    shape = (batch_size, canvas_length)
+    position = jnp.arange(canvas_length, dtype=jnp.int32)
+    if lengths is None:
+        lengths = jnp.full((batch_size,), canvas_length, jnp.int32)
+    lengths = jnp.asarray(lengths, jnp.int32)
+    canvas = jnp.where(position[None, :] < lengths[:, None], mask_id, eos_id).astype(jnp.int32)
+    row_keys = _row_keys(key, batch_size)
+    forbidden_arr = jnp.asarray(forbidden, jnp.int32)
+
+    trajectory = None
+    if record:
+        trajectory = Trajectory(
+            canvas=jnp.zeros((nfe, *shape), jnp.int32),
+            committed=jnp.zeros((nfe, *shape), bool),
+            confidence=jnp.zeros((nfe, *shape), jnp.float32),
+            entropy=jnp.zeros((nfe, *shape), jnp.float32),
+            steps=jnp.zeros((), jnp.int32),
+        )
+    state = DecodeState(canvas, jnp.zeros((), jnp.int32), jnp.zeros((batch_size,), jnp.int32), trajectory)
+
+    def cond(state: DecodeState) -> Array:
+        running = state.step < nfe
+        if fixed_steps:
+            return running
+        return running & jnp.any(state.canvas == mask_id)
+
+    def body(state: DecodeState) -> DecodeState:
+        live = state.canvas == mask_id  # [B,L]
+        step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, state.step)))(row_keys)
+        token_keys, position_keys = step_keys[:, 0], step_keys[:, 1]
+        logits = logits_fn(state.canvas).astype(jnp.float32)  # [B,L,V]
+        logits = logits.at[..., forbidden_arr].set(NEG_LOGIT)
+        stats = token_stats(
+            logits,
+            temperature=config.temperature,
+            keys=token_keys,
+            with_margin=config.name == "eb" and config.proxy == "margin",
+        )
+        commit = select_commits(config, stats, live, state.step, nfe, position_keys)
+        commit = jnp.where(state.step == nfe - 1, live, commit & live)
+        new_canvas = jnp.where(commit, stats.candidate, state.canvas)
+        new_canvas = truncate_after_eos(new_canvas, eos_id)
+        nfe_used = state.nfe_used + jnp.any(live, axis=-1).astype(jnp.int32)
+        traj = state.trajectory
+        if traj is not None:
+            traj = Trajectory(
+                canvas=traj.canvas.at[state.step].set(new_canvas),
+                committed=traj.committed.at[state.step].set(commit),
+                confidence=traj.confidence.at[state.step].set(stats.confidence),
+                entropy=traj.entropy.at[state.step].set(stats.entropy),
+                steps=state.step + 1,
+            )
+        return DecodeState(new_canvas, state.step + 1, nfe_used, traj)
+
+    final = lax.while_loop(cond, body, state)
+    return SampleOutput(final.canvas, final.nfe_used, final.trajectory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs and canvas sizing.
+
+
+def tokens_to_ids(tokens: Array | np.ndarray, eos_id: int) -> list[list[int]]:
+    """Per-row id lists: the tokens before each row's first EOS. tokens [B,L] -> B lists."""
+    rows = np.asarray(tokens)
+    out = []
+    for row in rows:
+        hits = np.flatnonzero(row == eos_id)
+        out.append([int(t) for t in row[: hits[0] if hits.size else row.shape[0]]])
+    return out
+
+
+def adaptive_canvas_length(
+    seconds: float | Sequence[float] | np.ndarray,
+    *,
+    tokens_per_second: float = 10.0,
+    buckets: Sequence[int] = DEFAULT_CANVAS_BUCKETS,
+) -> int:
+    """Canvas length for audio of `seconds` (the batch's longest), from a tokens-per-second bound.
+
+    needed = ceil(max(seconds) * tokens_per_second) + 1 (room for EOS), rounded up to the
+    smallest bucket that holds it (the largest bucket if none does: longer transcripts are cut).
+    Few buckets keep the number of compiled shapes small. From encoder frames, pass
+    seconds = frames * seconds_per_frame.
+    """
+    if tokens_per_second <= 0:
+        raise ValueError(f"tokens_per_second={tokens_per_second} must be > 0")
+    if not buckets:
+        raise ValueError("buckets must hold at least one canvas length")
+    longest = float(np.max(np.asarray(seconds, np.float64))) if np.size(seconds) else 0.0
+    needed = math.ceil(max(longest, 0.0) * tokens_per_second) + 1
+    ordered = sorted(int(b) for b in buckets)
+    for bucket in ordered:
+        if bucket >= needed:
+            return bucket
+    return ordered[-1]
+
+
+def adaptive_row_lengths(
+    seconds: Sequence[float] | np.ndarray, canvas_length: int, *, tokens_per_second: float = 10.0
+) -> np.ndarray:
+    """Per-row canvas lengths [B] int32: ceil(seconds * tokens_per_second) + 1, at most L."""
+    need = np.ceil(np.asarray(seconds, np.float64) * tokens_per_second).astype(np.int64) + 1
+    return np.minimum(need, canvas_length).astype(np.int32)
