@@ -27,10 +27,14 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import flax.linen
+import jax
 import numpy as np
 
 from mdm_asr_jax.convert import ctranslate2 as ct2
+from mdm_asr_jax.nn.whisper import WhisperSize
 
 
 class WhisperConversionError(ValueError):
@@ -57,28 +61,23 @@ class WhisperDims:
         """English-only checkpoints have 51864 rows; multilingual ones 51865 (large-v3: 51866)."""
         return self.vocab_size >= 51865
 
-
-# Sizes of the released checkpoints (OpenAI's model card); `.en` variants use vocab 51864.
-WHISPER_SIZES: dict[str, WhisperDims] = {
-    "tiny": WhisperDims(width=384, encoder_layers=4, encoder_heads=6, decoder_layers=4,
-                        decoder_heads=6, mlp_dim=1536, vocab_size=51865),
-    "base": WhisperDims(width=512, encoder_layers=6, encoder_heads=8, decoder_layers=6,
-                        decoder_heads=8, mlp_dim=2048, vocab_size=51865),
-    "small": WhisperDims(width=768, encoder_layers=12, encoder_heads=12, decoder_layers=12,
-                         decoder_heads=12, mlp_dim=3072, vocab_size=51865),
-    "medium": WhisperDims(width=1024, encoder_layers=24, encoder_heads=16, decoder_layers=24,
-                          decoder_heads=16, mlp_dim=4096, vocab_size=51865),
-    "large-v2": WhisperDims(width=1280, encoder_layers=32, encoder_heads=20, decoder_layers=32,
-                            decoder_heads=20, mlp_dim=5120, vocab_size=51865),
-    "large-v3": WhisperDims(num_mels=128, width=1280, encoder_layers=32, encoder_heads=20,
-                            decoder_layers=32, decoder_heads=20, mlp_dim=5120, vocab_size=51866),
-    "large-v3-turbo": WhisperDims(num_mels=128, width=1280, encoder_layers=32, encoder_heads=20,
-                                  decoder_layers=4, decoder_heads=20, mlp_dim=5120,
-                                  vocab_size=51866),
-}  # fmt: skip
-for _name in ("tiny", "base", "small", "medium"):
-    WHISPER_SIZES[_name + ".en"] = dataclasses.replace(WHISPER_SIZES[_name], vocab_size=51864)
-WHISPER_SIZES["large"] = WHISPER_SIZES["large-v2"]
+    def size(self) -> WhisperSize:
+        """The architecture (nn.whisper.WhisperSize) these tensors describe."""
+        if self.encoder_heads != self.decoder_heads or self.mlp_dim != 4 * self.width:
+            raise WhisperConversionError(
+                f"unsupported Whisper shape {self}: encoder and decoder must share the head "
+                f"count and the MLP must be 4x the width"
+            )
+        return WhisperSize(
+            width=self.width,
+            encoder_layers=self.encoder_layers,
+            decoder_layers=self.decoder_layers,
+            heads=self.encoder_heads,
+            num_mels=self.num_mels,
+            n_vocab=self.vocab_size,
+            encoder_positions=self.encoder_positions,
+            decoder_positions=self.decoder_positions,
+        )
 
 
 @dataclasses.dataclass
@@ -523,3 +522,134 @@ LOADERS: dict[str, Callable[[str | Path], WhisperWeights]] = {
 def load_whisper_weights(directory: str | Path) -> WhisperWeights:
     """Reads Whisper weights from an HF or CTranslate2 directory (auto-detected)."""
     return LOADERS[detect_source(directory)](directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical tensors -> flax parameters of nn.model.ASRModel.
+
+
+def _attention_params(tensors: dict, prefix: str, heads: int) -> dict:
+    params = {}
+    for proj in ("query", "key", "value", "out"):
+        kernel = tensors[f"{prefix}/{proj}/kernel"]  # [D, D]
+        width = kernel.shape[0]
+        if proj == "out":
+            entry = {"kernel": kernel.reshape(heads, width // heads, width)}  # [H, K, D]
+        else:
+            entry = {"kernel": kernel.reshape(width, heads, width // heads)}  # [D, H, K]
+        if f"{prefix}/{proj}/bias" in tensors:
+            bias = tensors[f"{prefix}/{proj}/bias"]
+            entry["bias"] = bias if proj == "out" else bias.reshape(heads, width // heads)
+        params[proj] = entry
+    return params
+
+
+def _norm_params(tensors: dict, prefix: str) -> dict:
+    return {"scale": tensors[f"{prefix}/scale"], "bias": tensors[f"{prefix}/bias"]}
+
+
+def _mlp_params(tensors: dict, prefix: str) -> dict:
+    return {
+        fc: {"kernel": tensors[f"{prefix}/{fc}/kernel"], "bias": tensors[f"{prefix}/{fc}/bias"]}
+        for fc in ("fc1", "fc2")
+    }
+
+
+def encoder_params(weights: WhisperWeights) -> dict:
+    """The `encoder` subtree of ASRModel params (nn.whisper.WhisperEncoder)."""
+    t, dims = weights.tensors, weights.dims
+    params = {
+        "conv1": {"kernel": t["encoder/conv1/kernel"], "bias": t["encoder/conv1/bias"]},
+        "conv2": {"kernel": t["encoder/conv2/kernel"], "bias": t["encoder/conv2/bias"]},
+        "position_embedding": t["encoder/positions"],
+        "final_norm": _norm_params(t, "encoder/final_norm"),
+    }
+    for i in range(dims.encoder_layers):
+        p = f"encoder/layer_{i}"
+        params[f"layer_{i}"] = {
+            "self_attn_norm": _norm_params(t, f"{p}/attention_norm"),
+            "self_attn": _attention_params(t, f"{p}/attention", dims.encoder_heads),
+            "mlp_norm": _norm_params(t, f"{p}/mlp_norm"),
+            "mlp": _mlp_params(t, f"{p}/mlp"),
+        }
+    return params
+
+
+def mask_embedding_row(embedding: np.ndarray, eot_id: int) -> np.ndarray:
+    """The [MASK] row appended to Whisper's embedding: the mean of the text-token rows.
+
+    An average token is a neutral start for a token the pre-trained decoder never saw; fine-
+    tuning moves it. For an AR decoder the row only adds one output that decoding suppresses.
+    """
+    return embedding[:eot_id].astype(np.float32).mean(axis=0).astype(embedding.dtype)
+
+
+def decoder_params(weights: WhisperWeights, eot_id: int) -> dict:
+    """A TransformerDecoder subtree from Whisper's decoder, with the [MASK] row appended."""
+    t, dims = weights.tensors, weights.dims
+    embedding = t["decoder/embedding"]
+    embedding = np.concatenate([embedding, mask_embedding_row(embedding, eot_id)[None]], axis=0)
+    params = {
+        "embed": {"embedding": embedding},
+        "position_embedding": t["decoder/positions"],
+        "final_norm": _norm_params(t, "decoder/final_norm"),
+    }
+    for i in range(dims.decoder_layers):
+        p = f"decoder/layer_{i}"
+        params[f"layer_{i}"] = {
+            "self_attn_norm": _norm_params(t, f"{p}/self_attention_norm"),
+            "self_attn": _attention_params(t, f"{p}/self_attention", dims.decoder_heads),
+            "cross_attn_norm": _norm_params(t, f"{p}/cross_attention_norm"),
+            "cross_attn": _attention_params(t, f"{p}/cross_attention", dims.decoder_heads),
+            "mlp_norm": _norm_params(t, f"{p}/mlp_norm"),
+            "mlp": _mlp_params(t, f"{p}/mlp"),
+        }
+    return params
+
+
+def whisper_params(weights: WhisperWeights, config: Any, eot_id: int, dtype=np.float32) -> dict:
+    """Flax params for `ASRModel(config)` from Whisper weights, checked against the model.
+
+    The encoder comes from Whisper's encoder; `ar_decoder` and `mdm_decoder` (whichever the
+    config has) both start from Whisper's decoder (MDM-ASR: the same weights, bidirectional
+    self-attention). Every leaf's path and shape must equal the model's own initialisation;
+    a mismatch is an error naming the parameter.
+    """
+    decoder = decoder_params(weights, eot_id)
+    params: dict[str, Any] = {"encoder": encoder_params(weights)}
+    if config.ar_decoder is not None:
+        params["ar_decoder"] = decoder
+    if config.mdm_decoder is not None:
+        params["mdm_decoder"] = decoder
+    if config.ctc:
+        raise WhisperConversionError("a Whisper checkpoint has no CTC head; set ctc=False")
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), params)
+    check_params_match_model(params, config)
+    return params
+
+
+def check_params_match_model(params: dict, config: Any) -> None:
+    """Raises WhisperConversionError unless `params` has exactly the model's paths and shapes."""
+    from mdm_asr_jax.nn.model import ASRModel, init_params
+
+    model = ASRModel(config)
+    abstract = jax.eval_shape(lambda key: init_params(model, key), jax.random.PRNGKey(0))
+    expected = {
+        jax.tree_util.keystr(path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(flax.linen.unbox(abstract["params"]))
+    }
+    got = {
+        jax.tree_util.keystr(path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+    problems = [f"missing {name}" for name in sorted(set(expected) - set(got))]
+    problems += [f"unexpected {name}" for name in sorted(set(got) - set(expected))]
+    problems += [
+        f"{name}: shape {got[name]} but the model has {expected[name]}"
+        for name in sorted(set(got) & set(expected))
+        if tuple(got[name]) != tuple(expected[name])
+    ]
+    if problems:
+        raise WhisperConversionError(
+            "converted Whisper parameters do not fit the model: " + "; ".join(problems[:10])
+        )
