@@ -43,6 +43,7 @@ class EncoderConfig:
     activation: str = "swish"
     conv_norm: str = "layer"  # conformer conv module norm: "layer" or "batch"
     xscaling: bool = False  # fastconformer: scale subsampled input by sqrt(width)
+    output_width: int = 0  # 0 = width; else a Dense(width -> output_width) after the blocks
     norm_eps: float = 1e-5
     dropout: float = 0.1
     attention_dropout: float = 0.0
@@ -74,11 +75,12 @@ class DecoderConfig:
     mlp_dim: int = 576
     max_length: int = 256  # positions available (prompt + canvas)
     positions: str = "learned"
+    position_scale: float = 1.0  # sinusoidal table multiplier (NeMo/Canary: 1/sqrt(width))
     bidirectional: bool = True
     embed_norm: bool = False  # LayerNorm after embedding + positions (NeMo)
     scale_embedding: bool = False  # multiply token embeddings by sqrt(width)
     tied_output: bool = True  # logits = h @ embedding^T (Whisper); else a separate projection
-    output_bias: bool = False
+    output_bias: bool = False  # a bias [V] on the logits (tied or not; Canary: tied + bias)
     activation: str = "gelu"
     attention_bias: tuple[bool, bool, bool, bool] = (True, True, True, True)  # q, k, v, out
     norm_eps: float = 1e-5

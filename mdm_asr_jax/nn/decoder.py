@@ -137,6 +137,13 @@ class TransformerDecoder(nn.Module):
             self.output = Dense(
                 (self.vocab_size,), ("embed", "vocab"), use_bias=cfg.output_bias, **common
             )
+        elif cfg.output_bias:
+            self.output_bias = self.param(
+                "output_bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+                (self.vocab_size,),
+                self.param_dtype,
+            )
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _positions(self, start: Array | int, length: int) -> Array:
@@ -144,7 +151,8 @@ class TransformerDecoder(nn.Module):
         if cfg.positions == "learned":
             table = jnp.asarray(self.position_embedding, self.dtype)
         elif cfg.positions == "sinusoidal":
-            table = jnp.asarray(interleaved_sinusoidal_table(cfg.max_length, cfg.width), self.dtype)
+            table = interleaved_sinusoidal_table(cfg.max_length, cfg.width) * cfg.position_scale
+            table = jnp.asarray(table, self.dtype)
         else:
             return jnp.zeros((length, cfg.width), self.dtype)
         return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)
@@ -164,6 +172,8 @@ class TransformerDecoder(nn.Module):
         x = self.final_norm(x)
         if self.config.tied_output:
             logits = self.embed.attend(x)
+            if self.config.output_bias:
+                logits = logits + jnp.asarray(self.output_bias, logits.dtype)
         else:
             logits = self.output(x)
         return constrain(logits, ("act_batch", "act_length", "act_vocab"))

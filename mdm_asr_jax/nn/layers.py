@@ -180,6 +180,32 @@ def interleaved_sinusoidal_table(length: int, width: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def relative_sinusoidal_table(length: int, width: int) -> np.ndarray:
+    """[2*length - 1, width] interleaved sin/cos of relative distances length-1, ..., -(length-1).
+
+    Row j encodes the distance (query index - key index) = length - 1 - j (Transformer-XL /
+    NeMo's RelPositionalEncoding).
+    """
+    position = np.arange(length - 1, -length, -1, dtype=np.float64)[:, None]
+    div = np.exp(np.arange(0, width, 2, dtype=np.float64) * (-math.log(10000.0) / width))
+    table = np.zeros((2 * length - 1, width), np.float64)
+    table[:, 0::2] = np.sin(position * div)
+    table[:, 1::2] = np.cos(position * div)
+    return table.astype(np.float32)
+
+
+def relative_shift(scores: Array) -> Array:
+    """[B, H, L, 2L-1] scores over relative distances -> [B, H, L, L] over key positions.
+
+    out[..., i, s] = scores[..., i, L - 1 - i + s], i.e. the score for distance i - s, done with
+    the Transformer-XL pad/reshape trick (no gather).
+    """
+    b, h, length, num_rel = scores.shape
+    padded = jnp.pad(scores, ((0, 0), (0, 0), (0, 0), (1, 0)))  # [B, H, L, 2L]
+    padded = padded.reshape(b, h, num_rel + 1, length)[:, :, 1:]  # [B, H, 2L-1, L]
+    return padded.reshape(b, h, length, num_rel)[..., :length]
+
+
 def apply_rotary(x: Array, positions: Array, base: float = 10000.0) -> Array:
     """Rotary position embedding. x: [B, L, H, K], positions: [B, L] or [L]."""
     head_dim = x.shape[-1]
@@ -210,7 +236,9 @@ class MultiHeadAttention(nn.Module):
     Supports: self- and cross-attention; key/value projected once and passed back in (`kv`) so
     decoders reuse the encoder's cross-attention K/V across decoding steps; an explicit KV cache
     for AR decoding (`cache` + `cache_index`); rotary positions; an additive `logit_bias`
-    (e.g. relative positions). Scores, softmax in float32.
+    (e.g. relative positions); Transformer-XL relative positions (`relative=True`, FastConformer:
+    learned biases u, v per head and a projection of the relative sinusoid table `rel_table`).
+    Scores, softmax in float32.
     """
 
     num_heads: int
@@ -218,6 +246,7 @@ class MultiHeadAttention(nn.Module):
     out_features: int
     use_bias: tuple[bool, bool, bool, bool] = (True, True, True, True)  # q, k, v, out
     rotary: bool = False
+    relative: bool = False
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -233,6 +262,11 @@ class MultiHeadAttention(nn.Module):
             (self.out_features,), ("heads", "kv", "embed"), contract=2, use_bias=out_bias, **common
         )
         self.dropout = nn.Dropout(self.dropout_rate)
+        if self.relative:
+            self.pos_proj = Dense(heads, ("embed", "heads", "kv"), use_bias=False, **common)
+            bias_init = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("heads", "kv"))
+            self.pos_bias_u = self.param("pos_bias_u", bias_init, heads, self.param_dtype)
+            self.pos_bias_v = self.param("pos_bias_v", bias_init, heads, self.param_dtype)
 
     def project_kv(self, inputs_kv: Array) -> KV:
         """Key and value projections of `inputs_kv` [B, S, D] -> ([B,S,H,K], [B,S,H,K])."""
@@ -251,6 +285,7 @@ class MultiHeadAttention(nn.Module):
         cache: dict[str, Array] | None = None,
         cache_index: Array | None = None,
         logit_bias: Array | None = None,
+        rel_table: Array | None = None,
         deterministic: bool = True,
     ) -> tuple[Array, dict[str, Array] | None]:
         """Attend from `inputs_q` [B, L, D].
@@ -260,6 +295,8 @@ class MultiHeadAttention(nn.Module):
         positions: [B, L] or [L] query/key positions for rotary (self-attention only).
         cache/cache_index: AR decoding; k, v of the L new positions are written at cache_index
           and attention runs over the whole cache (mask must hide unwritten slots).
+        rel_table: [2L-1, D] relative sinusoid table (`relative_sinusoidal_table`), required when
+          `relative` (self-attention without cache): scores = ((q+u).k + (q+v).P(i-s)) / sqrt(K).
         Returns (output [B, L, D], updated cache or None).
         """
         q = constrain(self.query(inputs_q), ("act_batch", "act_length", "act_heads", "act_kv"))
@@ -283,9 +320,17 @@ class MultiHeadAttention(nn.Module):
             )
             new_cache = {"k": ck, "v": cv}
             k, v = ck, cv
-        scores = jnp.einsum(
-            "blhk,bshk->bhls", jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32)
-        )
+        q32, k32 = jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32)
+        if self.relative:
+            if rel_table is None or cache is not None:
+                raise ValueError("relative attention needs rel_table and no KV cache")
+            p = jnp.asarray(self.pos_proj(rel_table), jnp.float32)  # [2L-1, H, K]
+            u = jnp.asarray(self.pos_bias_u, jnp.float32)
+            v_bias = jnp.asarray(self.pos_bias_v, jnp.float32)
+            scores = jnp.einsum("blhk,bshk->bhls", q32 + u, k32)
+            scores = scores + relative_shift(jnp.einsum("blhk,phk->bhlp", q32 + v_bias, p))
+        else:
+            scores = jnp.einsum("blhk,bshk->bhls", q32, k32)
         scores = scores / math.sqrt(self.head_dim)
         if logit_bias is not None:
             scores = scores + logit_bias
