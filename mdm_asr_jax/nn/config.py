@@ -41,7 +41,9 @@ class EncoderConfig:
     positions: str = "rotary"
     max_frames: int = 1500  # positional table length after subsampling (whisper: 1500)
     activation: str = "swish"
-    conv_norm: str = "layer"  # conformer conv module norm: "layer" or "batch"
+    # conv module norm: "layer", "batch" (needs a mutable batch_stats collection), or "none"
+    # (fastconformer imported from NeMo: its batch norm is folded into the depthwise conv)
+    conv_norm: str = "layer"
     xscaling: bool = False  # fastconformer: scale subsampled input by sqrt(width)
     output_width: int = 0  # 0 = width; else a Dense(width -> output_width) after the blocks
     norm_eps: float = 1e-5
@@ -61,8 +63,10 @@ class EncoderConfig:
             raise ConfigError(
                 f"encoder.activation={self.activation!r}; choose one of {ACTIVATIONS}"
             )
-        if self.conv_norm not in ("layer", "batch"):
-            raise ConfigError(f"encoder.conv_norm={self.conv_norm!r}; choose 'layer' or 'batch'")
+        if self.conv_norm not in ("layer", "batch", "none"):
+            raise ConfigError(
+                f"encoder.conv_norm={self.conv_norm!r}; choose 'layer', 'batch' or 'none'"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

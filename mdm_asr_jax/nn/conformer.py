@@ -114,8 +114,9 @@ class ConvModule(nn.Module):
                 **common,
                 name="conv_norm",
             )(h)
-        else:
+        elif cfg.conv_norm == "layer":
             h = LayerNorm(cfg.norm_eps, **common, name="conv_norm")(h)
+        # "none": no norm (an imported batch norm is folded into the depthwise conv)
         h = activation_fn(cfg.activation)(h)
         h = Dense((cfg.width,), ("mlp", "embed"), **common, name="pointwise_out")(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)

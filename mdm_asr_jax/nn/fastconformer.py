@@ -8,8 +8,11 @@ pointwise), ½ FFN, LayerNorm] -> optional projection to the decoder width -> [B
 Subsampling (NeMo "dw_striding"): a full 3x3 stride-2 conv (1 -> C channels) + ReLU, then per
 further factor 2 a depthwise 3x3 stride-2 conv and a pointwise 1x1 conv + ReLU; padded frames
 are zeroed before every conv; the [C, M/8] map of each frame is flattened channel-major and
-projected to D. The conv module is the shared Conformer one (`conformer.ConvModule`) with batch
-norm; in eval it uses the stored running statistics (flax `batch_stats`).
+projected to D. The conv module is the shared Conformer one (`conformer.ConvModule`). NeMo's
+batch norm after the depthwise conv runs with its inference statistics, which makes it a
+per-channel affine map: the converter folds it (running mean/var, weight, bias) into the
+depthwise kernel and bias, so the module runs with `conv_norm="none"`, needs no `batch_stats`
+collection, and fine-tuning keeps the statistics frozen (the usual choice for small batches).
 
 The Canary decoder is not here: it is `decoder.TransformerDecoder` configured by
 `canary_decoder_config` (sinusoidal positions scaled by 1/sqrt(D), embedding LayerNorm, pre-LN
@@ -100,7 +103,7 @@ def canary_encoder_config(variant: str = "canary-1b-flash", **overrides: Any) ->
         kind="fastconformer",
         positions="relative",
         activation="swish",
-        conv_norm="batch",
+        conv_norm="none",
         xscaling=True,
         norm_eps=1e-5,
         dropout=0.0,
