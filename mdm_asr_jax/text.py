@@ -542,6 +542,9 @@ class AggregateTokenizer:
         ``spl_tokens`` model (see :func:`canary_prompt_tokens`); default ``(bos,)``.
       default_lang: language used by ``encode(text)`` without ``lang`` (default: the first
         language that is not ``spl_tokens``).
+      vocab_multiple: round the id space before ``[MASK]`` up to a multiple of this (NeMo's
+        ``EncDecMultiTaskModel`` sizes its decoder vocabulary to a multiple of 8, so imported
+        Canary weights keep every row); the filler ids are special and never emitted.
     """
 
     kind = "aggregate"
@@ -552,6 +555,7 @@ class AggregateTokenizer:
         *,
         prompt_tokens: Sequence[str] | None = None,
         default_lang: str | None = None,
+        vocab_multiple: int = 1,
     ):
         if not models:
             raise TokenizerError("models is empty; pass an ordered mapping language -> .model.")
@@ -570,8 +574,11 @@ class AggregateTokenizer:
             self.offsets[lang] = offset
             offset += self._sp[lang].get_piece_size()
         self.piece_count = offset  # NeMo's aggregate vocab_size
-        self.mask_id = self.piece_count
-        self.vocab_size = self.piece_count + 1
+        if int(vocab_multiple) < 1:
+            raise TokenizerError(f"vocab_multiple={vocab_multiple} must be >= 1.")
+        self.vocab_multiple = int(vocab_multiple)
+        self.mask_id = -(-self.piece_count // self.vocab_multiple) * self.vocab_multiple
+        self.vocab_size = self.mask_id + 1
         self._starts = [self.offsets[lang] for lang in self.langs]
 
         text_langs = [lang for lang in self.langs if lang != SPECIAL_TOKENS_LANG]
@@ -581,7 +588,7 @@ class AggregateTokenizer:
             raise TokenizerError(f"default_lang={default_lang!r} is not one of {self.langs}.")
         self.default_lang = default_lang
 
-        special = {self.mask_id}
+        special = set(range(self.piece_count, self.mask_id + 1))  # fillers and [MASK]
         for lang in self.langs:
             sp, base = self._sp[lang], self.offsets[lang]
             if lang == SPECIAL_TOKENS_LANG:
@@ -695,6 +702,7 @@ class AggregateTokenizer:
             "models": files,
             "prompt_tokens": list(self.prompt_tokens) if self.prompt_tokens else None,
             "default_lang": self.default_lang,
+            "vocab_multiple": self.vocab_multiple,
             "vocab_size": self.vocab_size,
         }
 
@@ -731,6 +739,7 @@ def load_tokenizer(
             {lang: directory / name for lang, name in spec["models"]},
             prompt_tokens=spec.get("prompt_tokens"),
             default_lang=spec.get("default_lang"),
+            vocab_multiple=spec.get("vocab_multiple", 1),
         )
     else:
         raise TokenizerError(
