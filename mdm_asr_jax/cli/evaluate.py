@@ -1,0 +1,184 @@
+"""mdm-asr-eval: WER and RTFx of a checkpoint on a manifest, for one or several samplers / NFEs.
+
+    mdm-asr-eval --checkpoint=DIR --manifest=test.jsonl \\
+        --sampler='pbeb(lam=0.2,gamma=0.05)' --sampler=ar_greedy --nfe=8,16,32 \\
+        --batch_size=16 --output=results.jsonl --hyps=hyps.jsonl
+
+DIR is an exported checkpoint directory or a training workdir (best by eval WER, else latest).
+Samplers may be repeated or comma-separated (commas inside parentheses belong to the spec);
+every MDM sampler runs at every NFE, AR / CTC samplers once. One JSON line per run is printed
+and written to --output. The library behind it is `mdm_asr_jax.eval.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("checkpoint", None, "Checkpoint directory or training workdir.")
+flags.DEFINE_string("manifest", None, "JSONL manifest ({'audio': path, 'text': ...} per line).")
+flags.DEFINE_string(
+    "dataset", None, "Instead of --manifest: a prepared TFDS split, tfds:NAME/SPLIT."
+)
+flags.DEFINE_multi_string(
+    "sampler",
+    ["pbeb(lam=0.2,gamma=0.05)"],
+    "Sampler spec(s): pbeb(lam=..,gamma=..), eb(gamma=..), topk(schedule=..), dfm, random, "
+    "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas.",
+)
+flags.DEFINE_multi_string(
+    "nfe", ["32"], "NFE cap(s) for MDM samplers; comma-separated or repeated."
+)
+flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).")
+flags.DEFINE_string("output", None, "Write the result JSON lines here (one per sampler x NFE).")
+flags.DEFINE_string(
+    "hyps", None, "Write per-utterance {audio, ref, hyp} JSONL here (HYPS.<run>.jsonl in sweeps)."
+)
+flags.DEFINE_string(
+    "normalizer", "english", "Text normaliser for scoring: english (Whisper's), basic, none."
+)
+flags.DEFINE_bool("strict", False, "Stop at the first bad manifest line instead of skipping it.")
+flags.DEFINE_integer("max_utterances", None, "Evaluate only the first N manifest lines.")
+flags.DEFINE_integer("seed", 0, "Seed for samplers that draw random numbers.")
+flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-node GPU)."
+)
+
+
+def split_specs(values: Sequence[str]) -> list[str]:
+    """Splits comma-separated spec lists at top-level commas: 'a(x=1,y=2),b' -> ['a(...)', 'b']."""
+    specs: list[str] = []
+    for value in values:
+        depth, current = 0, []
+        for char in value:
+            if char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+            if char == "," and depth == 0:
+                specs.append("".join(current).strip())
+                current = []
+            else:
+                current.append(char)
+        specs.append("".join(current).strip())
+    return [s for s in specs if s]
+
+
+def parse_nfes(values: Sequence[str]) -> list[int]:
+    """'8,16' and repeated flags -> [8, 16]; a clear error for anything but positive integers."""
+    out = []
+    for item in split_specs(values):
+        try:
+            nfe = int(item)
+        except ValueError:
+            nfe = 0
+        if nfe < 1:
+            from mdm_asr_jax.eval.evaluate import EvalError
+
+            raise EvalError(f"--nfe={item!r}: give positive integers, e.g. --nfe=8,16,32")
+        out.append(nfe)
+    return out
+
+
+def run_from_flags() -> list[dict[str, Any]]:
+    """Runs the evaluation the parsed flags describe; returns the result dicts."""
+    import jax
+
+    from mdm_asr_jax.eval.evaluate import EvalError, evaluate_sweep
+
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    if not FLAGS.checkpoint:
+        raise EvalError("--checkpoint is required: a checkpoint directory or training workdir")
+    is_main = jax.process_index() == 0
+    output = None
+    if FLAGS.output and is_main:
+        Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
+        output = open(FLAGS.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+
+    def emit(result: dict[str, Any]) -> None:
+        if not is_main:
+            return
+        line = json.dumps(result, sort_keys=True)
+        print(line, flush=True)
+        if output is not None:
+            output.write(line + "\n")
+            output.flush()
+
+    try:
+        dataset = FLAGS.dataset
+        if dataset is not None and dataset.startswith("tfds:"):
+            dataset = dataset[len("tfds:") :]
+        return evaluate_sweep(
+            FLAGS.checkpoint,
+            manifest=FLAGS.manifest,
+            dataset=dataset,
+            samplers=split_specs(FLAGS.sampler),
+            nfes=parse_nfes(FLAGS.nfe),
+            batch_size=FLAGS.batch_size,
+            normalizer=FLAGS.normalizer,
+            hyps=FLAGS.hyps,
+            strict=FLAGS.strict,
+            max_utterances=FLAGS.max_utterances,
+            seed=FLAGS.seed,
+            on_result=emit,
+        )
+    finally:
+        if output is not None:
+            output.close()
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad user input (reported as one line, exit status 2)."""
+    from mdm_asr_jax.audio import AudioError
+    from mdm_asr_jax.data.manifest import ManifestError
+    from mdm_asr_jax.diffusion.samplers import SamplerSpecError
+    from mdm_asr_jax.eval.evaluate import EvalError
+    from mdm_asr_jax.nn.config import ConfigError
+    from mdm_asr_jax.text import NormalizerError, TokenizerError
+    from mdm_asr_jax.train.checkpoint import CheckpointError
+
+    return (
+        AudioError,
+        CheckpointError,
+        ConfigError,
+        EvalError,
+        ManifestError,
+        NormalizerError,
+        SamplerSpecError,
+        TokenizerError,
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {list(argv[1:])}; every option is a --flag")
+    try:
+        results = run_from_flags()
+    except user_errors() as err:
+        print(f"mdm-asr-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for result in results:
+        if result["skipped"]["count"]:
+            logging.warning(
+                "%d input(s) skipped: %s",
+                result["skipped"]["count"],
+                result["skipped"]["by_reason"],
+            )
+            break
+
+
+def run() -> None:
+    """Console script entry point (mdm-asr-eval)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,194 @@
+"""Evaluation metrics: corpus WER / CER from summed counts, and real-time factor (RTFx).
+
+WER is a corpus statistic: sum the edit operations (substitutions + deletions + insertions) and
+the reference words over every utterance, on every host, and divide once. The mean of per-batch
+(or per-utterance) WERs weights short utterances too much and is not what papers report.
+`ErrorCounts` holds the sums; they add with `+`, and `sum_across_processes` gathers them from
+all JAX processes (a no-op on one host) before the division.
+
+RTFx = seconds of audio / seconds spent decoding it (higher is faster; 100 means a minute of
+audio takes 0.6 s). `DecodeTimer` measures the decode time of the timed pass only; the first
+call of each compiled shape (compile + one run) is timed separately as warm-up, so compile time
+never leaks into RTFx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from mdm_asr_jax.text import get_normalizer
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorCounts:
+    """Corpus sums: word edits / reference words, character edits / reference characters.
+
+    `utterances` counts the scored utterances. Add two with `+`; WER = word_errors / words.
+    """
+
+    word_errors: int = 0
+    words: int = 0
+    char_errors: int = 0
+    chars: int = 0
+    utterances: int = 0
+
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
+        return ErrorCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return (self.word_errors, self.words, self.char_errors, self.chars, self.utterances)
+
+    @property
+    def wer(self) -> float:
+        """Corpus word error rate in percent (nan when there are no reference words)."""
+        return 100.0 * self.word_errors / self.words if self.words else float("nan")
+
+    @property
+    def cer(self) -> float:
+        """Corpus character error rate in percent (spaces included, after normalisation)."""
+        return 100.0 * self.char_errors / self.chars if self.chars else float("nan")
+
+
+def count_errors(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    normalizer: str | Callable[[str], str] = "english",
+    *,
+    with_chars: bool = True,
+) -> ErrorCounts:
+    """Edit counts of `hyps` against `refs` after normalising both sides.
+
+    Word counts follow jiwer's alignment (errors = S + D + I, words = S + D + hits). A reference
+    that normalises to nothing adds its hypothesis words (characters) as insertions.
+    `with_chars=False` skips the character alignment (CER) when it is not wanted.
+    """
+    import jiwer
+
+    if isinstance(refs, str) or isinstance(hyps, str):
+        raise ValueError("refs and hyps must be sequences of strings, not single strings")
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs has {len(refs)} items but hyps has {len(hyps)}; pair them 1:1")
+    norm = get_normalizer(normalizer) if isinstance(normalizer, str) else normalizer
+    word_errors = words = char_errors = chars = 0
+    kept_refs, kept_hyps = [], []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        ref_n, hyp_n = " ".join(norm(ref).split()), " ".join(norm(hyp).split())
+        if ref_n:
+            kept_refs.append(ref_n)
+            kept_hyps.append(hyp_n)
+        else:
+            word_errors += len(hyp_n.split())
+            char_errors += len(hyp_n)
+    if kept_refs:
+        out = jiwer.process_words(kept_refs, kept_hyps)
+        word_errors += out.substitutions + out.deletions + out.insertions
+        words += out.substitutions + out.deletions + out.hits
+        if with_chars:
+            out = jiwer.process_characters(kept_refs, kept_hyps)
+            char_errors += out.substitutions + out.deletions + out.insertions
+            chars += out.substitutions + out.deletions + out.hits
+    return ErrorCounts(int(word_errors), int(words), int(char_errors), int(chars), len(refs))
+
+
+def sum_across_processes(values: np.ndarray) -> np.ndarray:
+    """Sums a small numpy vector over all JAX processes (identity with one process).
+
+    Every process must call this with the same shape (it is a collective).
+    """
+    values = np.asarray(values)
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(values)  # [P, ...]
+    return np.asarray(gathered).sum(axis=0).astype(values.dtype)
+
+
+def gather_counts(counts: ErrorCounts) -> ErrorCounts:
+    """`counts` summed over every JAX process (WER across hosts = one division of the sums)."""
+    total = sum_across_processes(np.asarray(counts.as_tuple(), np.int32))
+    return ErrorCounts(*(int(v) for v in total))
+
+
+class DecodeTimer:
+    """Accumulates audio seconds and decode wall time of timed calls, and warm-up time.
+
+    `add_timed(audio_seconds, seconds)` for a call that compiled nothing, `add_warmup(seconds)`
+    for a call that traced or compiled (see `CompileWatcher`). `rtfx` = audio / decode.
+    """
+
+    def __init__(self) -> None:
+        self.audio_seconds = 0.0
+        self.decode_seconds = 0.0
+        self.warmup_seconds = 0.0
+
+    def add_timed(self, audio_seconds: float, seconds: float) -> None:
+        self.audio_seconds += float(audio_seconds)
+        self.decode_seconds += float(seconds)
+
+    def add_warmup(self, seconds: float) -> None:
+        self.warmup_seconds += float(seconds)
+
+    def totals(self) -> tuple[float, float, float]:
+        """(audio seconds, decode seconds, warm-up seconds), summed over processes.
+
+        Decode seconds across hosts: the hosts run in parallel, so the slowest host's time is
+        the wall time; it is taken as the max (audio seconds are summed).
+        """
+        local = np.asarray([self.audio_seconds, self.decode_seconds, self.warmup_seconds])
+        if jax.process_count() == 1:
+            return float(local[0]), float(local[1]), float(local[2])
+        from jax.experimental import multihost_utils
+
+        gathered = np.asarray(multihost_utils.process_allgather(local.astype(np.float32)))
+        return (
+            float(gathered[:, 0].sum()),
+            float(gathered[:, 1].max()),
+            float(gathered[:, 2].max()),
+        )
+
+    @property
+    def rtfx(self) -> float:
+        """Local audio seconds / local decode seconds (use `rtfx_from` for the global value)."""
+        return rtfx_from(self.audio_seconds, self.decode_seconds)
+
+
+def rtfx_from(audio_seconds: float, decode_seconds: float) -> float:
+    """Inverse real-time factor: audio seconds / decode seconds (nan if nothing was timed)."""
+    return audio_seconds / decode_seconds if decode_seconds > 0 else float("nan")
+
+
+class CompileWatcher:
+    """Notices JAX tracing / compilation while active (`with watcher:`; then `.compiled`).
+
+    Listens to jax.monitoring's duration events under "/jax/core/compile/" (trace, lowering and
+    backend compile of a jit cache miss). The evaluator uses it to tell a warm-up call (something
+    compiled: the time goes to `compile_seconds` and the batch is run again) from a timed call.
+    """
+
+    PREFIXES = ("/jax/core/compile/", "/jax/compilation_cache/")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.seconds = 0.0
+
+    def _listener(self, event: str, duration: float, **kwargs: object) -> None:
+        if event.startswith(self.PREFIXES):
+            self.events += 1
+            self.seconds += float(duration)
+
+    def __enter__(self) -> CompileWatcher:
+        self.events, self.seconds = 0, 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+    @property
+    def compiled(self) -> bool:
+        return self.events > 0
