@@ -280,11 +280,14 @@ def generate_sentences(kind: str, count: int, lang: str = "en", seed: int = 0) -
     return sentences
 
 
-def read_sentences(path: str, max_sentences: int | None = None) -> tuple[list[str], list[Problem]]:
-    """Reads one sentence per line; blank lines are reported (not silently skipped)."""
+def read_sentences(
+    path: str, max_sentences: int | None = None
+) -> tuple[list[str], list[int], list[Problem]]:
+    """Reads one sentence per line -> (sentences, their 1-based line numbers, problems); blank
+    lines are reported (not silently skipped)."""
     if not os.path.isfile(path):
         raise SynthError(f"Text file {path!r} does not exist: pass one sentence per line.")
-    sentences, problems = [], []
+    sentences, lines, problems = [], [], []
     with open(path, encoding="utf-8") as f:
         for line, raw in enumerate(f, start=1):
             text = " ".join(raw.split())
@@ -292,11 +295,12 @@ def read_sentences(path: str, max_sentences: int | None = None) -> tuple[list[st
                 problems.append(Problem(path, line, "empty sentence"))
                 continue
             sentences.append(text)
+            lines.append(line)
             if max_sentences is not None and len(sentences) >= max_sentences:
                 break
     if not sentences:
         raise SynthError(f"Text file {path!r} has no sentences.")
-    return sentences, problems
+    return sentences, lines, problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,22 +319,21 @@ class SynthJob:
     out_dir: str
     max_seconds: float
     source_line: int
+    where: str = "synth"
 
 
 def _render(job: SynthJob) -> dict | Problem:
-    where = f"synth:{job.split}"
+    where, line, said = job.where, job.source_line, f"{job.text!r} ({job.split}, {job.variant})"
     try:
         audio = speak(job.text, job.lang, job.variant, job.rate, job.pitch)
     except (SynthError, RuntimeError) as err:
-        return Problem(where, job.source_line, "synthesis failed", f"{job.text!r}: {err}")
+        return Problem(where, line, "synthesis failed", f"{said}: {err}")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak * 32768.0 < _SILENCE_PEAK:
-        return Problem(where, job.source_line, "no speech produced", repr(job.text))
+        return Problem(where, line, "no speech produced", said)
     seconds = audio.size / SAMPLE_RATE
     if seconds > job.max_seconds:
-        return Problem(
-            where, job.source_line, "too long", f"{seconds:.1f}s > max_seconds for {job.text!r}"
-        )
+        return Problem(where, line, "too long", f"{said}: {seconds:.1f}s > max_seconds")
     if job.snr_db is not None:
         audio = add_noise(audio, job.snr_db, np.random.default_rng(job.noise_seed))
     relative = os.path.join(job.split, f"{job.id}.wav")
@@ -394,6 +397,7 @@ def build_synth_corpus(
     seed: int = 0,
     num_workers: int = 1,
     source_lines: Sequence[int] | None = None,
+    where: str = "synth",
 ) -> tuple[dict[str, str], list[Problem]]:
     """Renders `sentences` to `out_dir/<split>/*.wav` and writes `out_dir/<split>.jsonl`.
 
@@ -401,6 +405,9 @@ def build_synth_corpus(
     `train`). `test_voices` (a count, or variant names) are held out: used only by the test
     split, which uses only them. Each sentence is rendered `renditions` times, each time with a
     voice, rate (wpm), pitch and, if `snr_db_range` is set, a noise SNR drawn uniformly.
+
+    `source_lines` (1-based line numbers of `sentences` in their text file) and `where` (its
+    name) make problem reports point at the input line.
 
     Returns ({split: manifest path}, problems); problems are also written to
     `out_dir/<split>_problems.jsonl` and logged.
@@ -458,6 +465,7 @@ def build_synth_corpus(
                         out_dir=out_dir,
                         max_seconds=max_seconds,
                         source_line=lines[i],
+                        where=where,
                     )
                 )
     results = _render_all(jobs, num_workers)
