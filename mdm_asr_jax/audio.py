@@ -273,11 +273,11 @@ class FeatureConfig:
         """Frames T produced from `num_samples` samples (int, or an integer array elementwise).
 
         whisper: N // hop (the centred STFT gives 1 + N // hop; Whisper drops the last frame).
-        nemo: 1 + N // hop (NeMo's centred STFT; a 0-sample input still gives one frame).
+        nemo: N // hop. NeMo's centred STFT computes 1 + N // hop frames but its
+        `get_seq_len` keeps N // hop of them: the last one is treated as padding (zeroed and left
+        out of the per-feature normalisation statistics), checked against NeMo in tests/nemo.
         """
-        if self.kind == "whisper":
-            return num_samples // self.hop_length
-        return 1 + num_samples // self.hop_length
+        return num_samples // self.hop_length
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (round-trips through `from_dict`)."""
