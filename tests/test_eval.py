@@ -17,7 +17,6 @@ import jax
 import jiwer
 import numpy as np
 import pytest
-from absl import flags
 from tiny import tiny_model_config
 
 from mdm_asr_jax.audio import FeatureConfig, load_audio, write_wav
@@ -169,7 +168,7 @@ def test_sampler_specs_split_at_top_level_commas():
 def test_evaluator_wer_is_corpus_level_and_bad_lines_are_skipped(checkpoint_dir, manifest):
     checkpoint = load_checkpoint(checkpoint_dir)
     tok = checkpoint.tokenizer
-    eval_set = ev.load_manifest_eval_set(manifest, checkpoint, batch_size=4)
+    eval_set = ev.load_eval_set(checkpoint, manifest=manifest, batch_size=4)
     # Lines 4 (missing file) and 7 (corrupt wav) are skipped with their line and reason.
     skipped = ev.skipped_summary(eval_set.report)
     assert skipped["count"] == 2
@@ -235,12 +234,12 @@ def _run_cli(argv: list[str], monkeypatch, decode=None):
 
     if decode is not None:
         monkeypatch.setattr(ev, "default_decode_fn", lambda: decode)
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["mdm-asr-eval", *argv])
+    cli.FLAGS.unparse_flags()
+    cli.FLAGS(["mdm-asr-eval", *argv])
     try:
         cli.main(["mdm-asr-eval"])
     finally:
-        flags.FLAGS.unparse_flags()
+        cli.FLAGS.unparse_flags()
 
 
 def _real_decode_available() -> bool:

@@ -20,35 +20,63 @@ from typing import Any
 
 from absl import app, flags, logging
 
-FLAGS = flags.FLAGS
+# Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
+# them to absl's global flags for the console script.
+FLAGS = flags.FlagValues()
 
-flags.DEFINE_string("checkpoint", None, "Checkpoint directory or training workdir.")
-flags.DEFINE_string("manifest", None, "JSONL manifest ({'audio': path, 'text': ...} per line).")
 flags.DEFINE_string(
-    "dataset", None, "Instead of --manifest: a prepared TFDS split, tfds:NAME/SPLIT."
+    "checkpoint", None, "Checkpoint directory or training workdir.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "manifest", None, "JSONL manifest ({'audio': path, 'text': ...} per line).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "Instead of --manifest: a prepared TFDS split, tfds:NAME/SPLIT.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
     "sampler",
     ["pbeb(lam=0.2,gamma=0.05)"],
     "Sampler spec(s): pbeb(lam=..,gamma=..), eb(gamma=..), topk(schedule=..), dfm, random, "
     "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
-    "nfe", ["32"], "NFE cap(s) for MDM samplers; comma-separated or repeated."
+    "nfe", ["32"], "NFE cap(s) for MDM samplers; comma-separated or repeated.", flag_values=FLAGS
 )
-flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).")
-flags.DEFINE_string("output", None, "Write the result JSON lines here (one per sampler x NFE).")
+flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).", flag_values=FLAGS)
 flags.DEFINE_string(
-    "hyps", None, "Write per-utterance {audio, ref, hyp} JSONL here (HYPS.<run>.jsonl in sweeps)."
+    "output", None, "Write the result JSON lines here (one per sampler x NFE).", flag_values=FLAGS
 )
 flags.DEFINE_string(
-    "normalizer", "english", "Text normaliser for scoring: english (Whisper's), basic, none."
+    "hyps",
+    None,
+    "Write per-utterance {audio, ref, hyp} JSONL here (HYPS.<run>.jsonl in sweeps).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_bool("strict", False, "Stop at the first bad manifest line instead of skipping it.")
-flags.DEFINE_integer("max_utterances", None, "Evaluate only the first N manifest lines.")
-flags.DEFINE_integer("seed", 0, "Seed for samplers that draw random numbers.")
+flags.DEFINE_string(
+    "normalizer",
+    "english",
+    "Text normaliser for scoring: english (Whisper's), basic, none.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-node GPU)."
+    "strict",
+    False,
+    "Stop at the first bad manifest line instead of skipping it.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "max_utterances", None, "Evaluate only the first N manifest lines.", flag_values=FLAGS
+)
+flags.DEFINE_integer("seed", 0, "Seed for samplers that draw random numbers.", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() first (TPU pods, multi-node GPU).",
+    flag_values=FLAGS,
 )
 
 
@@ -177,6 +205,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-eval)."""
+    flags.FLAGS.append_flag_values(FLAGS)
+    for name in FLAGS:  # list them under --help (absl shows the key flags of sys.argv[0])
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
     app.run(main)
 
 

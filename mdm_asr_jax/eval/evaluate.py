@@ -32,7 +32,6 @@ normalizer, skipped {count, by_reason, items [{line, reason, detail}]}, checkpoi
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import math
@@ -45,8 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mdm_asr_jax.audio import AudioError, FeatureConfig, load_audio, log_mel_numpy
-from mdm_asr_jax.data.manifest import DataReport, ManifestError, Problem, read_manifest
+from mdm_asr_jax.data.manifest import DataReport, ManifestError
 from mdm_asr_jax.eval.metrics import (
     CompileWatcher,
     DecodeTimer,
@@ -189,9 +187,101 @@ class EvalSet:
         return int(sum(int(b["example_mask"].sum()) for b in self.batches))
 
 
-def _load_one(path: str, feature_config: FeatureConfig) -> tuple[np.ndarray, float]:
-    audio = load_audio(path, feature_config.sample_rate)
-    return log_mel_numpy(audio, feature_config), audio.shape[0] / feature_config.sample_rate
+UNBOUNDED_MAX_FRAMES = 6000  # 60 s: the longest eval utterance for encoders without a limit
+EVAL_MAX_TOKENS = 512  # one token bucket in eval (tokens are not decoded from, only shaped)
+
+
+def eval_frame_buckets(model_config: ModelConfig) -> tuple[int, ...]:
+    """The frame buckets eval batches are padded to (`frame_bucket` values up to the limit)."""
+    limit = max_frames(model_config) or UNBOUNDED_MAX_FRAMES
+    buckets, frames = [], 1
+    while True:
+        bucket = frame_bucket(frames, model_config)
+        if bucket >= limit:
+            buckets.append(limit)
+            return tuple(sorted(set(buckets)))
+        buckets.append(bucket)
+        frames = bucket + 1
+
+
+class _FirstN:
+    """The first `n` utterances of a data source (for --max_utterances)."""
+
+    def __init__(self, source: Any, n: int):
+        self._source, self._n = source, min(n, len(source))
+        self.where, self.problems = source.where, list(getattr(source, "problems", []))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getattr__(self, name: str) -> Any:  # text, seconds, index, load, describe
+        return getattr(self._source, name)
+
+
+def load_eval_set(
+    checkpoint: LoadedCheckpoint,
+    *,
+    manifest: str | os.PathLike | None = None,
+    dataset: str | None = None,
+    batch_size: int,
+    strict: bool = False,
+    max_utterances: int | None = None,
+    tfds_data_dir: str | None = None,
+    read_threads: int = 4,
+) -> EvalSet:
+    """Host batches of a manifest or TFDS split ("tfds:NAME/SPLIT"), via the grain pipeline.
+
+    Uses `data.pipeline` in eval mode: manifest order within frame buckets, the last batch of
+    each bucket padded (example_mask False), every process its slice of each global batch.
+    `batch_size` is per process. Bad inputs (bad lines, missing / unreadable audio, too long
+    for the encoder) are skipped and reported with their line, or raise with `strict`.
+    """
+    from mdm_asr_jax.data.pipeline import DataConfig, DataConfigError, make_pipeline
+    from mdm_asr_jax.data.sources import SourceError, open_source
+
+    if (manifest is None) == (dataset is None):
+        raise EvalError("give exactly one of a manifest (--manifest) or a dataset (--dataset)")
+    if batch_size < 1:
+        raise EvalError(f"batch_size={batch_size} must be >= 1")
+    spec = os.fspath(manifest) if manifest is not None else str(dataset)
+    if dataset is not None and not spec.startswith("tfds:"):
+        spec = "tfds:" + spec
+    model_config = checkpoint.model_config
+    buckets = eval_frame_buckets(model_config)
+    config = DataConfig(
+        source=spec,
+        batch_size=batch_size * jax.process_count(),
+        frame_buckets=buckets,
+        token_buckets=(),
+        max_tokens=EVAL_MAX_TOKENS,
+        max_seconds=buckets[-1] / checkpoint.feature_config.frame_rate,
+        shuffle=False,
+        num_workers=0,
+        read_threads=read_threads,
+        strict=strict,
+        tfds_data_dir=tfds_data_dir,
+    )
+    try:
+        source = open_source(spec, strict=strict, tfds_data_dir=tfds_data_dir)
+        if max_utterances is not None:
+            source = _FirstN(source, max_utterances)
+        pipeline = make_pipeline(
+            config,
+            tokenizer=checkpoint.tokenizer,
+            feature_config=checkpoint.feature_config,
+            train=False,
+            source=source,
+        )
+        batches = list(pipeline)
+    except (ManifestError, SourceError, DataConfigError) as err:
+        raise EvalError(str(err)) from None
+    refs, audio = {}, {}
+    for batch in batches:
+        for index in batch["index"][batch["example_mask"]]:
+            described = pipeline.describe(int(index))
+            refs[int(index)] = described["text"]
+            audio[int(index)] = described["audio"]
+    return EvalSet(batches, refs, audio, pipeline.report, spec)
 
 
 def _balance_batches(batches: list[Batch]) -> list[Batch]:
@@ -203,84 +293,10 @@ def _balance_batches(batches: list[Batch]) -> list[Batch]:
     counts = sum_across_processes(counts)
     if not batches:
         raise EvalError(
-            f"process {jax.process_index()} got no utterance to decode: use fewer hosts or a "
+            f"process {jax.process_index()} got no batch to decode: use fewer hosts or a "
             "larger eval set"
         )
     return batches + [empty_batch_like(batches[-1])] * (int(counts.max()) - len(batches))
-
-
-def load_manifest_eval_set(
-    manifest: str | os.PathLike,
-    checkpoint: LoadedCheckpoint,
-    *,
-    batch_size: int,
-    strict: bool = False,
-    max_utterances: int | None = None,
-    num_workers: int = 4,
-) -> EvalSet:
-    """Reads a manifest, loads audio, computes features and batches them (sorted by length).
-
-    Bad lines (bad JSON, missing or unreadable audio, empty transcript, too long for the
-    encoder) are skipped and recorded in `report` with their line; `strict=True` raises on the
-    first instead. Utterances are sharded over JAX processes (line i goes to process
-    i % process_count). Sorting by length keeps padding low; hypotheses are written back in
-    manifest order.
-    """
-    if batch_size < 1:
-        raise EvalError(f"batch_size={batch_size} must be >= 1")
-    manifest = os.fspath(manifest)
-    try:
-        entries, problems = read_manifest(manifest, strict=strict)
-    except ManifestError as err:
-        raise EvalError(str(err)) from None
-    report = DataReport(problems)
-    if max_utterances is not None:
-        entries = entries[:max_utterances]
-    entries = entries[jax.process_index() :: jax.process_count()]
-    model_config, feature_config = checkpoint.model_config, checkpoint.feature_config
-    tokenizer = checkpoint.tokenizer
-    limit = max_frames(model_config)
-
-    loaded: list[tuple[int, np.ndarray, float, list[int]]] = []
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-        futures = [pool.submit(_load_one, e.audio, feature_config) for e in entries]
-        for entry, future in zip(entries, futures, strict=True):
-            try:
-                feats, seconds = future.result()
-            except AudioError as err:
-                problem = Problem(manifest, entry.line, "unreadable audio", str(err))
-                if strict:
-                    raise EvalError(f"{problem} (fix that line or run without --strict)") from None
-                report.add(problem)
-                continue
-            if limit is not None and feats.shape[0] > limit:
-                problem = Problem(
-                    manifest,
-                    entry.line,
-                    "too long",
-                    f"{seconds:.1f} s is longer than the encoder's window "
-                    f"({limit / feature_config.frame_rate:.0f} s); split it (mdm-asr-transcribe "
-                    "splits long audio)",
-                )
-                if strict:
-                    raise EvalError(str(problem)) from None
-                report.add(problem)
-                continue
-            loaded.append((entry.index, feats, seconds, tokenizer.encode(entry.text)))
-
-    loaded.sort(key=lambda item: item[1].shape[0])
-    kept = {item[0] for item in loaded}
-    batches = [
-        make_batch(loaded[i : i + batch_size], batch_size, model_config, tokenizer.pad_id)
-        for i in range(0, len(loaded), batch_size)
-    ]
-    return EvalSet(
-        batches=_balance_batches(batches),
-        refs={e.index: e.text for e in entries if e.index in kept},
-        audio={e.index: e.audio_as_written for e in entries if e.index in kept},
-        report=report,
-        source=manifest,
-    )
 
 
 def eval_set_from_batches(
@@ -585,46 +601,6 @@ def as_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint) -> LoadedChe
     if isinstance(checkpoint, LoadedCheckpoint):
         return checkpoint
     return load_checkpoint(checkpoint)
-
-
-def load_eval_set(
-    checkpoint: LoadedCheckpoint,
-    *,
-    manifest: str | os.PathLike | None = None,
-    dataset: str | None = None,
-    batch_size: int,
-    strict: bool = False,
-    max_utterances: int | None = None,
-) -> EvalSet:
-    """The eval set from a manifest or a TFDS split ("tfds:NAME/SPLIT" or "NAME/SPLIT")."""
-    if (manifest is None) == (dataset is None):
-        raise EvalError("give exactly one of a manifest (--manifest) or a dataset (--dataset)")
-    if manifest is not None:
-        return load_manifest_eval_set(
-            manifest,
-            checkpoint,
-            batch_size=batch_size,
-            strict=strict,
-            max_utterances=max_utterances,
-        )
-    return load_tfds_eval_set(
-        dataset, checkpoint, batch_size=batch_size, strict=strict, max_utterances=max_utterances
-    )
-
-
-def load_tfds_eval_set(
-    dataset: str,
-    checkpoint: LoadedCheckpoint,
-    *,
-    batch_size: int,
-    strict: bool = False,
-    max_utterances: int | None = None,
-) -> EvalSet:
-    """An eval set from a prepared TFDS split through `data` (array_record data source)."""
-    raise EvalError(
-        f"--dataset={dataset!r}: TFDS eval sets are not supported yet; export the split as a "
-        "manifest (mdm-asr-prepare) and pass --manifest"
-    )
 
 
 def evaluate_sweep(

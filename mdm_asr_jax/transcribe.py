@@ -1,0 +1,337 @@
+"""Transcribe audio files of any length: split long audio at pauses, batch the pieces, merge.
+
+Inputs (`collect_inputs`): audio files, directories (every audio file below them, sorted), and
+list files (`*.txt` / `*.list`, or any path prefixed with `@`: one audio path per line,
+relative to the list's folder). Missing inputs fail before anything is decoded, naming the path.
+
+Long audio (`split_points`): the model sees at most `window_seconds` at once (30 s for Whisper
+encoders, whose positions stop there; 20 s by default for the others, about the longest
+LibriSpeech training utterances). Longer audio is cut into consecutive, non-overlapping pieces:
+each cut is placed at the quietest point (lowest RMS energy over 50 ms, hop 10 ms) inside the
+last `search_seconds` of the window, so it falls in a pause between words whenever there is one.
+The pieces' transcripts are joined with spaces. Why energy cuts rather than overlapping windows:
+overlapping windows need the two transcripts of the overlap reconciled (word alignment and a
+tie-break), which a non-autoregressive decoder with no timestamps makes guesswork; a cut in a
+pause loses nothing and the merge is exact. Continuous speech with no pause inside the search
+span is still cut (at its quietest frame), and a word straddling that cut may be misrecognised.
+
+Batching: pieces of a group of files are sorted by length, padded to a few frame buckets
+(`eval.evaluate.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
+Each file's result carries its text, duration, segments (start, end, text) and its share of
+the batched decode time (proportional to its audio seconds in each batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
+from mdm_asr_jax.eval.evaluate import (
+    EvalError,
+    _inner_params,
+    _unpack,
+    as_checkpoint,
+    check_sampler,
+    default_decode_fn,
+    make_batch,
+    max_frames,
+)
+from mdm_asr_jax.eval.metrics import CompileWatcher
+from mdm_asr_jax.nn.config import ModelConfig
+from mdm_asr_jax.train.checkpoint import LoadedCheckpoint
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
+LIST_SUFFIXES = (".txt", ".list", ".lst")
+WHISPER_WINDOW_SECONDS = 30.0
+DEFAULT_WINDOW_SECONDS = 20.0
+
+
+class TranscribeError(ValueError):
+    """An input that cannot be transcribed (names the file and the fix)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Expands files, directories and list files into audio file paths (in the given order).
+
+    Raises TranscribeError naming the first input that does not exist, a directory without
+    audio files, or a list file line that names a missing file.
+    """
+    if not inputs:
+        raise TranscribeError("no input given: pass audio files, directories or a list file")
+    paths: list[str] = []
+    for item in inputs:
+        text = os.fspath(item)
+        is_list = text.startswith("@")
+        path = Path(text[1:] if is_list else text)
+        if not path.exists():
+            raise TranscribeError(f"input {text!r} does not exist; check the path")
+        if path.is_dir():
+            found = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            )
+            if not found:
+                raise TranscribeError(
+                    f"directory {text!r} holds no audio file ({', '.join(AUDIO_SUFFIXES)})"
+                )
+            paths.extend(found)
+        elif is_list or path.suffix.lower() in LIST_SUFFIXES:
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                entry = Path(line) if os.path.isabs(line) else path.parent / line
+                if not entry.is_file():
+                    raise TranscribeError(
+                        f"{text}:{number}: audio file {str(entry)!r} does not exist (paths in a "
+                        "list file are relative to the list's folder)"
+                    )
+                paths.append(str(entry))
+        else:
+            paths.append(str(path))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting long audio.
+
+
+def default_window_seconds(model_config: ModelConfig, frame_rate: float = 100.0) -> float:
+    """30 s for Whisper encoders, else 20 s, never more than the encoder's positions allow."""
+    window = (
+        WHISPER_WINDOW_SECONDS if model_config.encoder.kind == "whisper" else DEFAULT_WINDOW_SECONDS
+    )
+    limit = max_frames(model_config)
+    if limit is not None:
+        window = min(window, limit / frame_rate)
+    return window
+
+
+def split_points(
+    audio: np.ndarray,
+    sample_rate: int,
+    window_seconds: float,
+    search_seconds: float = 5.0,
+    energy_seconds: float = 0.05,
+) -> list[tuple[int, int]]:
+    """Cuts audio [N] into consecutive pieces of at most `window_seconds` at quiet points.
+
+    Returns [(start, end)] sample ranges that cover [0, N) exactly, without overlap. For each
+    cut, the RMS energy over `energy_seconds` (hop 10 ms) is computed in the last
+    `search_seconds` of the current window and the cut goes at the centre of the quietest
+    frame (the latest one on ties, to keep pieces long).
+    """
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds={window_seconds} must be > 0")
+    window = int(window_seconds * sample_rate)
+    search = max(1, min(int(search_seconds * sample_rate), window // 2))
+    frame = max(1, int(energy_seconds * sample_rate))
+    hop = max(1, sample_rate // 100)
+    num = audio.shape[0]
+    pieces, start = [], 0
+    while num - start > window:
+        lo, hi = start + window - search, start + window
+        region = audio[max(lo - frame // 2, 0) : hi + frame // 2].astype(np.float64)
+        power = np.convolve(region**2, np.ones(frame) / frame, mode="valid")
+        offsets = np.arange(0, power.shape[0], hop)
+        if offsets.size == 0:
+            cut = hi
+        else:
+            quiet = power[offsets]
+            best = offsets[np.flatnonzero(quiet <= quiet.min())[-1]]
+            cut = int(np.clip(max(lo - frame // 2, 0) + best + frame // 2, lo, hi))
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, num))
+    return pieces
+
+
+# ---------------------------------------------------------------------------------------------
+# The transcriber.
+
+
+@dataclasses.dataclass
+class Transcript:
+    """One input file's result. segments: [(start s, end s, text)] of its pieces."""
+
+    audio: str
+    text: str
+    seconds: float
+    segments: list[tuple[float, float, str]]
+    decode_seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "audio": self.audio,
+            "text": self.text,
+            "seconds": round(self.seconds, 3),
+            "decode_seconds": round(self.decode_seconds, 4),
+            "segments": [
+                {"start": round(s, 3), "end": round(e, 3), "text": t} for s, e, t in self.segments
+            ],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclasses.dataclass
+class _Piece:
+    file: int
+    start: int
+    end: int
+    features: np.ndarray
+    text: str = ""
+
+
+class Transcriber:
+    """Loads a checkpoint once and transcribes any number of files with one sampler.
+
+    `stats` after a run: audio_seconds, decode_seconds (batches that compiled nothing),
+    compile_seconds (batches during which JAX compiled), rtfx over the former.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | LoadedCheckpoint,
+        *,
+        sampler: str = "pbeb(lam=0.2,gamma=0.05)",
+        nfe: int = 32,
+        batch_size: int = 8,
+        window_seconds: float | None = None,
+        search_seconds: float = 5.0,
+        seed: int = 0,
+        decode_fn: Callable[..., Any] | None = None,
+    ):
+        from mdm_asr_jax.nn.model import ASRModel
+
+        self.checkpoint = as_checkpoint(checkpoint)
+        config = self.checkpoint.model_config
+        try:
+            self.sampler = check_sampler(sampler, config, str(self.checkpoint.path)).spec
+        except EvalError as err:
+            raise TranscribeError(str(err)) from None
+        if batch_size < 1 or nfe < 1:
+            raise TranscribeError(f"batch_size={batch_size} and nfe={nfe} must be >= 1")
+        frame_rate = self.checkpoint.feature_config.frame_rate
+        limit = default_window_seconds(config, frame_rate)
+        if window_seconds is None:
+            window_seconds = limit
+        elif window_seconds <= 0 or window_seconds > limit + 1e-9:
+            raise TranscribeError(
+                f"window_seconds={window_seconds} must be in (0, {limit:g}] for this encoder"
+            )
+        self.window_seconds = float(window_seconds)
+        self.search_seconds = min(search_seconds, self.window_seconds / 2)
+        self.nfe, self.batch_size, self.seed = int(nfe), int(batch_size), int(seed)
+        self.model = ASRModel(config)
+        self.params = _inner_params(self.checkpoint.params)
+        self.decode_fn = decode_fn or default_decode_fn()
+        self.stats = {"audio_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
+        self._batches = 0
+
+    @property
+    def rtfx(self) -> float:
+        s = self.stats
+        return s["audio_seconds"] / s["decode_seconds"] if s["decode_seconds"] else float("nan")
+
+    def _decode_pieces(self, pieces: list[_Piece], shares: np.ndarray) -> None:
+        """Decodes pieces in batches (sorted by length); fills .text and adds time shares."""
+        config = self.checkpoint.model_config
+        rate = self.checkpoint.feature_config.sample_rate
+        tokenizer = self.checkpoint.tokenizer
+        order = sorted(range(len(pieces)), key=lambda i: pieces[i].features.shape[0])
+        for first in range(0, len(order), self.batch_size):
+            chunk = order[first : first + self.batch_size]
+            items = [
+                (i, pieces[i].features, (pieces[i].end - pieces[i].start) / rate, []) for i in chunk
+            ]
+            batch = make_batch(items, self.batch_size, config, tokenizer.pad_id)
+            key = jax.random.fold_in(jax.random.key(self.seed), self._batches)
+            self._batches += 1
+            with CompileWatcher() as watcher:
+                start = time.perf_counter()
+                device_batch = {k: jax.device_put(v) for k, v in batch.items()}
+                result = self.decode_fn(
+                    self.model, self.params, device_batch, self.sampler, self.nfe, key
+                )
+                result = jax.block_until_ready(jax.device_get(result))
+                elapsed = time.perf_counter() - start
+            seconds = batch["seconds"][: len(chunk)]
+            if watcher.compiled:
+                self.stats["compile_seconds"] += elapsed
+            else:
+                self.stats["decode_seconds"] += elapsed
+                self.stats["audio_seconds"] += float(seconds.sum())
+            ids, _ = _unpack(result, config.eos_id)
+            total = float(seconds.sum()) or 1.0
+            for row, i in enumerate(chunk):
+                pieces[i].text = tokenizer.decode(ids[row]).strip()
+                shares[pieces[i].file] += elapsed * float(seconds[row]) / total
+
+    def transcribe(
+        self, paths: Sequence[str], *, skip_bad: bool = False, group_files: int = 64
+    ) -> Iterator[Transcript]:
+        """Yields one `Transcript` per path, in order, decoding `group_files` files at a time.
+
+        An unreadable file raises TranscribeError naming it, or with `skip_bad` yields a
+        Transcript with empty text and `error` set.
+        """
+        for first in range(0, len(paths), group_files):
+            yield from self._transcribe_group(list(paths[first : first + group_files]), skip_bad)
+
+    def _transcribe_group(self, paths: list[str], skip_bad: bool) -> list[Transcript]:
+        features_config = self.checkpoint.feature_config
+        rate = features_config.sample_rate
+        results: list[Transcript] = []
+        pieces: list[_Piece] = []
+        for number, path in enumerate(paths):
+            try:
+                audio = load_audio(path, rate)
+            except AudioError as err:
+                if not skip_bad:
+                    raise TranscribeError(
+                        f"{err} (or pass --skip_bad to report it and go on)"
+                    ) from None
+                results.append(Transcript(path, "", 0.0, [], error=str(err)))
+                continue
+            results.append(Transcript(path, "", audio.shape[0] / rate, []))
+            for start, end in split_points(audio, rate, self.window_seconds, self.search_seconds):
+                feats = log_mel_numpy(audio[start:end], features_config)
+                pieces.append(_Piece(number, start, end, feats))
+        shares = np.zeros((len(paths),), np.float64)
+        if pieces:
+            self._decode_pieces(pieces, shares)
+        for piece in pieces:  # pieces are in file order, then time order
+            result = results[piece.file]
+            result.segments.append((piece.start / rate, piece.end / rate, piece.text))
+        for number, result in enumerate(results):
+            result.text = " ".join(t for _, _, t in result.segments if t)
+            result.decode_seconds = float(shares[number])
+        return results
+
+
+def summary_line(transcriber: Transcriber, files: int) -> str:
+    """A one-line run summary (stderr): files, audio seconds, decode / compile seconds, RTFx."""
+    s = transcriber.stats
+    rtfx = transcriber.rtfx
+    return (
+        f"{files} file(s), {s['audio_seconds']:.1f} s of audio timed, decode "
+        f"{s['decode_seconds']:.2f} s, compile {s['compile_seconds']:.2f} s, RTFx "
+        f"{'n/a (every batch compiled)' if math.isnan(rtfx) else f'{rtfx:.1f}'}"
+    )
