@@ -294,3 +294,33 @@ def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, monkeypatch
         _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"], monkeypatch)
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
+    checkpoint_dir, manifest
+):
+    loaded = load_checkpoint(checkpoint_dir)
+    seen = {}
+    stand_in = make_stand_in({}, loaded.model_config.eos_id)
+
+    def decode(model, params, batch, spec, nfe, key, canvas_length):
+        seen["canvas_length"] = canvas_length
+        return stand_in(model, params, batch, spec, nfe, key)
+
+    result = ev.evaluate_params(
+        loaded.model_config,
+        loaded.params,
+        loaded.tokenizer,
+        loaded.feature_config,
+        manifest=manifest,
+        sampler="eb(gamma=0.1)",
+        nfe=4,
+        batch_size=4,
+        canvas_length=24,
+        key=jax.random.key(3),
+        step=7,
+        decode_fn=decode,
+    )
+    assert seen["canvas_length"] == 24
+    assert result["n"] == 6 and result["step"] == 7 and result["nfe"] == 4
+    assert result["wer"] == pytest.approx(100.0)  # empty hypotheses: every word deleted

@@ -403,8 +403,9 @@ class Evaluator:
         *,
         normalizer: str | Callable[[str], str] = "english",
         decode_fn: DecodeFn | None = None,
-        seed: int = 0,
+        seed: int | jax.Array = 0,
         with_cer: bool = True,
+        decode_kwargs: dict[str, Any] | None = None,
     ):
         from mdm_asr_jax.nn.model import ASRModel
 
@@ -418,7 +419,8 @@ class Evaluator:
         self.params = _inner_params(checkpoint.params)
         self.normalizer = normalizer
         self.decode_fn = decode_fn or default_decode_fn()
-        self.seed = seed
+        self.seed = seed  # an int, or a jax PRNG key
+        self.decode_kwargs = dict(decode_kwargs or {})
         self.with_cer = with_cer
         self._device_batches: list[dict[str, Any]] | None = None
 
@@ -431,7 +433,9 @@ class Evaluator:
         return self._device_batches
 
     def _decode(self, batch: dict[str, Any], spec: str, nfe: int, key: jax.Array) -> Any:
-        result = self.decode_fn(self.model, self.params, batch, spec, nfe, key)
+        result = self.decode_fn(
+            self.model, self.params, batch, spec, nfe, key, **self.decode_kwargs
+        )
         return jax.block_until_ready(jax.device_get(result))
 
     def run(
@@ -450,7 +454,7 @@ class Evaluator:
             nfe = int(nfe)
         eos_id = self.checkpoint.model_config.eos_id
         tokenizer = self.checkpoint.tokenizer
-        base_key = jax.random.key(self.seed)
+        base_key = jax.random.key(self.seed) if isinstance(self.seed, int) else self.seed
         timer = DecodeTimer()
         hyps: dict[int, str] = {}
         nfe_sum, nfe_count = 0.0, 0
@@ -616,8 +620,10 @@ def evaluate_sweep(
     hyps: str | os.PathLike | None = None,
     strict: bool = False,
     max_utterances: int | None = None,
-    seed: int = 0,
+    seed: int | jax.Array = 0,
     decode_fn: DecodeFn | None = None,
+    decode_kwargs: dict[str, Any] | None = None,
+    tfds_data_dir: str | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluates every (sampler, nfe) of a sweep on one eval set; one result dict each.
@@ -638,9 +644,15 @@ def evaluate_sweep(
             batch_size=batch_size,
             strict=strict,
             max_utterances=max_utterances,
+            tfds_data_dir=tfds_data_dir,
         )
     evaluator = Evaluator(
-        checkpoint, eval_set, normalizer=normalizer, decode_fn=decode_fn, seed=seed
+        checkpoint,
+        eval_set,
+        normalizer=normalizer,
+        decode_fn=decode_fn,
+        seed=seed,
+        decode_kwargs=decode_kwargs,
     )
     results = []
     for number, (spec, nfe) in enumerate(runs):
@@ -660,3 +672,40 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluates one sampler at one NFE cap; see `evaluate_sweep` for the other arguments."""
     return evaluate_sweep(checkpoint, samplers=[sampler], nfes=[nfe], **kwargs)[0]
+
+
+def evaluate_params(
+    model_config: ModelConfig,
+    params: Any,
+    tokenizer: Any,
+    feature_config: Any,
+    *,
+    sampler: str = "pbeb(lam=0.2,gamma=0.05)",
+    nfe: int = 32,
+    canvas_length: int | None = None,
+    key: jax.Array | None = None,
+    workdir: str | os.PathLike = "",
+    step: int | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """`evaluate` on in-memory params (the trainer's periodic and final eval).
+
+    kwargs: manifest / dataset / eval_set, batch_size, normalizer, max_utterances, strict,
+    tfds_data_dir, decode_fn (see `evaluate_sweep`). `canvas_length` is passed to `decode`
+    (the MDM canvas the model was trained with), `key` seeds random samplers.
+    """
+    info = {} if step is None else {"step": int(step)}
+    checkpoint = LoadedCheckpoint(
+        model_config, feature_config, tokenizer, params, {}, info, Path(workdir)
+    )
+    decode_kwargs = dict(kwargs.pop("decode_kwargs", None) or {})
+    if canvas_length is not None:
+        decode_kwargs["canvas_length"] = int(canvas_length)
+    return evaluate(
+        checkpoint,
+        sampler=sampler,
+        nfe=nfe,
+        seed=0 if key is None else key,
+        decode_kwargs=decode_kwargs,
+        **kwargs,
+    )
