@@ -113,3 +113,33 @@ def test_real_tiny_en_ctranslate2_directory_converts():
     assert weights.dims.size() == WHISPER_MODEL_SIZES["tiny.en"]
     assert weights.tensors["decoder/embedding"].dtype == np.float16
     assert len(weights.config["suppress_ids"]) > 50
+
+
+def test_convert_whisper_writes_a_checkpoint_that_loads_with_the_same_weights(tmp_path):
+    from mdm_asr_jax.train.checkpoint import load_checkpoint
+
+    hf = fx.random_hf_tensors()
+    src = fx.write_hf_dir(tmp_path / "hf", hf)
+    fx.write_tiny_tokenizer(src)
+    out = cw.convert_whisper(src, tmp_path / "ckpt", decoders=("ar", "mdm"))
+    ckpt = load_checkpoint(out)
+    cfg = ckpt.model_config
+    assert cfg.vocab_size == fx.TINY_DIMS.vocab_size + 1  # [MASK] appended
+    assert cfg.prompt_ids == (51, 53) and cfg.eos_id == 50
+    assert cfg.ar_decoder.bidirectional is False and cfg.mdm_decoder.bidirectional is True
+    np.testing.assert_array_equal(
+        ckpt.params["encoder"]["conv2"]["kernel"],
+        hf["model.encoder.conv2.weight"].transpose(2, 1, 0),
+    )
+    for head in ("ar_decoder", "mdm_decoder"):
+        embedding = ckpt.params[head]["embed"]["embedding"]
+        np.testing.assert_array_equal(embedding[:-1], hf["model.decoder.embed_tokens.weight"])
+    # Greedy decoding must never emit [MASK] or the start / task tokens.
+    assert {cfg.mask_id, 51, 52} <= set(ckpt.decoding["suppress_ids"])
+    assert ckpt.decoding["suppress_begin_ids"][-1] == 50
+    assert ckpt.feature_config.num_mels == fx.TINY_DIMS.num_mels
+
+
+def test_convert_whisper_rejects_unknown_decoder_choice(tmp_path):
+    with pytest.raises(cw.WhisperConversionError, match="--decoders"):
+        cw.convert_whisper(tmp_path, tmp_path / "out", decoders=("ctc",))

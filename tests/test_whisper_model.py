@@ -122,7 +122,7 @@ def test_converted_whisper_matches_a_numpy_reference_forward(converted):
 def test_short_windows_use_the_first_positions_and_masking_hides_padding(converted):
     _, config, params = converted
     enc_params = {"params": params["encoder"]}
-    mel = np.random.default_rng(3).normal(size=(1, 30, 8)).astype(np.float32)
+    mel = np.random.default_rng(3).normal(size=(1, 30, 80)).astype(np.float32)
     mel[:, 20:] = 0.0
     mask = np.arange(30)[None] < 20
     attend = jax.jit(WhisperEncoder(config.encoder, attend_padding=True).apply)
@@ -142,9 +142,9 @@ def test_too_long_input_and_wrong_mel_count_are_clear_errors(converted):
     _, config, params = converted
     encoder = WhisperEncoder(config.encoder)
     with pytest.raises(ValueError, match="at most 40"):
-        encoder.apply({"params": params["encoder"]}, np.zeros((1, 42, 8)), np.ones((1, 42), bool))
-    with pytest.raises(ValueError, match="num_mels=8"):
-        encoder.apply({"params": params["encoder"]}, np.zeros((1, 10, 80)), np.ones((1, 10), bool))
+        encoder.apply({"params": params["encoder"]}, np.zeros((1, 42, 80)), np.ones((1, 42), bool))
+    with pytest.raises(ValueError, match="num_mels=80"):
+        encoder.apply({"params": params["encoder"]}, np.zeros((1, 10, 81)), np.ones((1, 10), bool))
     with pytest.raises(ValueError, match="30 s"):
         whisper_window_frames(3001)
     assert whisper_window_frames(320) == 500 and whisper_window_frames(1001) == 2000

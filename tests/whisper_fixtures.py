@@ -16,7 +16,7 @@ from mdm_asr_jax.convert import ctranslate2 as ct2
 from mdm_asr_jax.convert.whisper import WhisperDims
 
 TINY_DIMS = WhisperDims(
-    num_mels=8,
+    num_mels=80,
     vocab_size=64,
     encoder_positions=20,
     decoder_positions=16,
@@ -169,3 +169,24 @@ def write_ct2_dir(directory: Path, variables: dict[str, np.ndarray], config: dic
         json.dumps(config or {"suppress_ids": [1, 2], "suppress_ids_begin": [5, 6]})
     )
     return directory
+
+
+def write_tiny_tokenizer(directory: Path, vocab_size: int = 50) -> Path:
+    """A word-level `tokenizer.json` with Whisper's special tokens after `vocab_size` words.
+
+    Ids: words 0..vocab_size-1, <|endoftext|> = vocab_size, <|startoftranscript|> + 1,
+    <|transcribe|> + 2, <|notimestamps|> + 3 (timestamps would follow).
+    """
+    import tokenizers
+    from tokenizers import models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    specials = ["<|endoftext|>", "<|startoftranscript|>", "<|transcribe|>", "<|notimestamps|>"]
+    for offset, token in enumerate(specials):
+        vocab[token] = vocab_size + offset
+    tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(specials)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory / "tokenizer.json"

@@ -685,7 +685,8 @@ def suppression_ids(
     ids.add(tokenizer.mask_id)
     begin = weights.config.get("suppress_ids_begin")
     if begin is None:
-        begin = [bpe.encode(" ", add_special_tokens=False).ids[0], tokenizer.eot_id]
+        space = bpe.token_to_id("\u0120")  # byte-level BPE's " " (id 220 in Whisper)
+        begin = ([] if space is None else [space]) + [tokenizer.eot_id]
     return {"suppress_ids": sorted(ids), "suppress_begin_ids": sorted(int(i) for i in begin)}
 
 
