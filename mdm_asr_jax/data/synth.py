@@ -9,7 +9,9 @@ manifests (the DESIGN.md contract, with `seconds`, `id`, `lang`, `voice`, `rate`
 Variation per utterance: voice variant (eSpeak's `+m3`, `+f2`, ... files), speaking rate
 (words per minute), pitch (0-100) and noise SNR, all drawn from one numpy Generator seeded by
 `seed`, so the same arguments give the same corpus byte for byte, whatever the worker count.
-Each worker process initialises its own eSpeak engine (the library holds global state).
+Each worker process initialises its own eSpeak engine (the library holds global state), and
+renders every utterance in a forked child of that clean state: eSpeak otherwise carries state
+from one utterance into the next, which would make the output depend on the worker count.
 
 Splits hold out what a test set should not have seen: sentences are split into train/dev/test
 by fraction, and `test_voices` variants are used only in the test split. Text eSpeak cannot
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import pickle
 from collections.abc import Sequence
 
 import numpy as np
@@ -155,7 +158,13 @@ def available_variants() -> list[str]:
 
 
 class EspeakEngine:
-    """One eSpeak NG instance in this process (the library is a process-wide singleton)."""
+    """One eSpeak NG instance in this process (the library is a process-wide singleton).
+
+    eSpeak carries state from one utterance to the next (the same text twice in a row comes
+    out different), so `synthesize_isolated` renders every utterance in a forked child of a
+    process that has initialised the library but never synthesised: each output depends only
+    on (text, voice, rate, pitch, seed).
+    """
 
     _instance: EspeakEngine | None = None
 
@@ -173,6 +182,7 @@ class EspeakEngine:
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 500, espeakng_loader.get_data_path().encode(), 0
         )
@@ -200,10 +210,17 @@ class EspeakEngine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0
 
-    def synthesize(self, text: str, voice: str, rate: int = 175, pitch: int = 50) -> np.ndarray:
-        """Speaks `text` with `voice` ("en-us+m3"); returns int16 samples at 22.05 kHz."""
+    def check_voice(self, voice: str) -> None:
         if "+" in voice and voice.split("+", 1)[1] not in self._variants:
             raise SynthError(f"Unknown voice variant in {voice!r}: see available_variants().")
+
+    def synthesize(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int = 0
+    ) -> np.ndarray:
+        """Speaks `text` with `voice` ("en-us+m3") in this process (output depends on what this
+        process said before; see `synthesize_isolated`). Returns int16 samples at 22.05 kHz."""
+        self.check_voice(voice)
+        self._lib.espeak_ng_SetRandSeed(int(seed))  # breathy variants draw noise
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise SynthError(f"eSpeak does not know voice {voice!r}.")
         self._lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
@@ -222,14 +239,68 @@ class EspeakEngine:
         return samples
 
 
-def speak(
-    text: str, lang: str = "en", variant: str | None = None, rate: int = 175, pitch: int = 50
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def synthesize_isolated(
+    text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int = 0
 ) -> np.ndarray:
-    """Synthesises one sentence; returns float32 mono audio at 16 kHz in [-1, 1]."""
+    """`EspeakEngine.synthesize` in a forked child, so the result never depends on earlier
+    utterances (POSIX only). Returns int16 samples at 22.05 kHz."""
+    engine = EspeakEngine.get()  # Initialised here, but this process never synthesises.
+    engine.check_voice(voice)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # Child: synthesise, send ("ok", samples) or ("error", message), exit.
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                payload = ("ok", engine.synthesize(text, voice, rate, pitch, seed))
+            except Exception as err:  # Reported by the parent.
+                payload = ("error", f"{type(err).__name__}: {err}")
+            data = pickle.dumps(payload)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view) :]
+            os.close(write_end)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        data = _read_all(read_end)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"eSpeak child process died on {text!r}.")
+    kind, value = pickle.loads(data)
+    if kind == "error":
+        raise RuntimeError(value)
+    return value
+
+
+def speak(
+    text: str,
+    lang: str = "en",
+    variant: str | None = None,
+    rate: int = 175,
+    pitch: int = 50,
+    seed: int = 0,
+) -> np.ndarray:
+    """Synthesises one sentence; returns float32 mono audio at 16 kHz in [-1, 1].
+
+    The same arguments always give the same samples (see `synthesize_isolated`)."""
     _check_language(lang)
     voice = LANGUAGES[lang] + (f"+{variant}" if variant else "")
-    samples = EspeakEngine.get().synthesize(text, voice, rate, pitch)
-    return _to_16k(samples)
+    return _to_16k(synthesize_isolated(text, voice, rate, pitch, seed))
 
 
 def _to_16k(samples: np.ndarray) -> np.ndarray:
@@ -325,7 +396,7 @@ class SynthJob:
 def _render(job: SynthJob) -> dict | Problem:
     where, line, said = job.where, job.source_line, f"{job.text!r} ({job.split}, {job.variant})"
     try:
-        audio = speak(job.text, job.lang, job.variant, job.rate, job.pitch)
+        audio = speak(job.text, job.lang, job.variant, job.rate, job.pitch, job.noise_seed)
     except (SynthError, RuntimeError) as err:
         return Problem(where, line, "synthesis failed", f"{said}: {err}")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
