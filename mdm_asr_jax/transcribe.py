@@ -42,8 +42,11 @@ from mdm_asr_jax.eval.evaluate import (
     as_checkpoint,
     check_sampler,
     default_decode_fn,
+    local_data_mesh,
     make_batch,
     max_frames,
+    place_batch,
+    place_params,
 )
 from mdm_asr_jax.eval.metrics import CompileWatcher
 from mdm_asr_jax.nn.config import ModelConfig
@@ -240,7 +243,8 @@ class Transcriber:
         self.search_seconds = min(search_seconds, self.window_seconds / 2)
         self.nfe, self.batch_size, self.seed = int(nfe), int(batch_size), int(seed)
         self.model = ASRModel(config)
-        self.params = _inner_params(self.checkpoint.params)
+        self.mesh = local_data_mesh(self.batch_size)
+        self.params = place_params(_inner_params(self.checkpoint.params), self.mesh)
         self.decode_fn = decode_fn or default_decode_fn()
         self.stats = {"audio_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         self._batches = 0
@@ -266,7 +270,7 @@ class Transcriber:
             self._batches += 1
             with CompileWatcher() as watcher:
                 start = time.perf_counter()
-                device_batch = {k: jax.device_put(v) for k, v in batch.items()}
+                device_batch = place_batch(batch, self.mesh)
                 result = self.decode_fn(
                     self.model, self.params, device_batch, self.sampler, self.nfe, key
                 )

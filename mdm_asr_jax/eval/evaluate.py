@@ -383,10 +383,49 @@ def _inner_params(params: Any) -> Any:
     return params
 
 
-def device_name() -> str:
-    """e.g. "cpu x1", "NVIDIA H100 80GB HBM3 x8", "TPU v5 lite x16" (global device count)."""
-    devices = jax.devices()
-    return f"{devices[0].device_kind} x{len(devices)}"
+def device_name(devices_per_process: int = 1) -> str:
+    """e.g. "cpu x1", "NVIDIA H100 80GB HBM3 x8": device kind x devices decoding (all hosts)."""
+    kind = jax.local_devices()[0].device_kind
+    return f"{kind} x{devices_per_process * jax.process_count()}"
+
+
+def local_data_mesh(batch_size: int) -> jax.sharding.Mesh | None:
+    """A 1-D ("data",) mesh over as many of this process's devices as divide `batch_size`.
+
+    Eval is data parallel within a host: each process decodes its own utterances, and its batch
+    is split over its local devices (the jitted decode runs SPMD over them, no cross-host
+    traffic). None when only one device would be used.
+    """
+    devices = jax.local_devices()
+    count = math.gcd(batch_size, len(devices))
+    if count <= 1:
+        return None
+    return jax.sharding.Mesh(np.asarray(devices[:count]), ("data",))
+
+
+def place_params(params: Any, mesh: jax.sharding.Mesh | None) -> Any:
+    """Params for local decoding: gathered if sharded across hosts, replicated over `mesh`."""
+
+    def gather(x: Any) -> Any:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.process_allgather(x, tiled=True)
+        return x
+
+    params = jax.tree.map(gather, params)
+    if mesh is None:
+        return jax.device_put(params, jax.local_devices()[0])
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(params, replicated)
+
+
+def place_batch(batch: Batch, mesh: jax.sharding.Mesh | None) -> dict[str, Any]:
+    """A host batch on device: split along the batch axis over `mesh`, or on one device."""
+    if mesh is None:
+        return {k: jax.device_put(v, jax.local_devices()[0]) for k, v in batch.items()}
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +445,7 @@ class Evaluator:
         seed: int | jax.Array = 0,
         with_cer: bool = True,
         decode_kwargs: dict[str, Any] | None = None,
+        shard_batches: bool = True,
     ):
         from mdm_asr_jax.nn.model import ASRModel
 
@@ -416,7 +456,9 @@ class Evaluator:
         self.checkpoint = checkpoint
         self.eval_set = eval_set
         self.model = ASRModel(checkpoint.model_config)
-        self.params = _inner_params(checkpoint.params)
+        batch_size = int(eval_set.batches[0]["example_mask"].shape[0])
+        self.mesh = local_data_mesh(batch_size) if shard_batches else None
+        self.params = place_params(_inner_params(checkpoint.params), self.mesh)
         self.normalizer = normalizer
         self.decode_fn = decode_fn or default_decode_fn()
         self.seed = seed  # an int, or a jax PRNG key
@@ -427,9 +469,7 @@ class Evaluator:
     def _device(self) -> list[dict[str, Any]]:
         # Put features on device once for the whole sweep (the transfer is not decode time).
         if self._device_batches is None:
-            self._device_batches = [
-                {k: jax.device_put(v) for k, v in b.items()} for b in self.eval_set.batches
-            ]
+            self._device_batches = [place_batch(b, self.mesh) for b in self.eval_set.batches]
         return self._device_batches
 
     def _decode(self, batch: dict[str, Any], spec: str, nfe: int, key: jax.Array) -> Any:
@@ -530,7 +570,7 @@ class Evaluator:
             "sampler": config.spec,
             "nfe": nfe if config.family == "mdm" else None,
             "batch_size": int(self.eval_set.batches[0]["example_mask"].shape[0]),
-            "device": device_name(),
+            "device": device_name(1 if self.mesh is None else self.mesh.size),
             "dtype": self.checkpoint.model_config.dtype,
             "normalizer": normalizer,
             "skipped": skipped_summary(report),
