@@ -143,3 +143,16 @@ def test_convert_whisper_writes_a_checkpoint_that_loads_with_the_same_weights(tm
 def test_convert_whisper_rejects_unknown_decoder_choice(tmp_path):
     with pytest.raises(cw.WhisperConversionError, match="--decoders"):
         cw.convert_whisper(tmp_path, tmp_path / "out", decoders=("ctc",))
+
+
+def test_convert_cli_reports_a_bad_source_directory_and_exits_2(tmp_path, capsys):
+    from mdm_asr_jax.cli import convert as cli
+
+    cli.FLAGS(["mdm-asr-convert", f"--src={tmp_path}", f"--out={tmp_path / 'out'}"])
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["mdm-asr-convert", "whisper"])
+    finally:
+        cli.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    assert "neither a CTranslate2 directory" in capsys.readouterr().err

@@ -22,11 +22,19 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "Source directory of the pre-trained model.")
-flags.DEFINE_string("out", None, "Checkpoint directory to write (created; replaced if present).")
-flags.DEFINE_list("decoders", ["ar"], "whisper: decoders to build from Whisper's: ar, mdm.")
-flags.DEFINE_string("language", "en", "whisper (multilingual models): prompt language code.")
+# Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
+# them to absl's global flags for the console script.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("src", None, "Source directory of the pre-trained model.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "out", None, "Checkpoint directory to write (created; replaced if present).", flag_values=FLAGS
+)
+flags.DEFINE_list(
+    "decoders", ["ar"], "whisper: decoders to build from Whisper's: ar, mdm.", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "language", "en", "whisper (multilingual models): prompt language code.", flag_values=FLAGS
+)
 
 
 def convert_whisper_command() -> dict:
@@ -43,6 +51,7 @@ SUBCOMMANDS: dict[str, Callable[[], dict]] = {"whisper": convert_whisper_command
 
 
 def main(argv: list[str]) -> None:
+    FLAGS.mark_as_parsed()  # the values were parsed through absl's global FLAGS (see run())
     if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(
             f"usage: mdm-asr-convert {{{'|'.join(SUBCOMMANDS)}}} --src=DIR --out=DIR"
@@ -59,7 +68,10 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (mdm-asr-convert)."""
+    flags.FLAGS.append_flag_values(FLAGS)
+    for name in FLAGS:  # list them under --help (absl shows the key flags of sys.argv[0])
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
     app.run(main)
 
 
