@@ -36,6 +36,9 @@ flags.DEFINE_string(
     "Instead of --manifest: a prepared TFDS split, tfds:NAME/SPLIT.",
     flag_values=FLAGS,
 )
+flags.DEFINE_string(
+    "tfds_data_dir", None, "TFDS data_dir for --dataset (default: TFDS's own).", flag_values=FLAGS
+)
 flags.DEFINE_multi_string(
     "sampler",
     ["pbeb(lam=0.2,gamma=0.05)"],
@@ -156,6 +159,7 @@ def run_from_flags() -> list[dict[str, Any]]:
             strict=FLAGS.strict,
             max_utterances=FLAGS.max_utterances,
             seed=FLAGS.seed,
+            tfds_data_dir=FLAGS.tfds_data_dir,
             on_result=emit,
         )
     finally:

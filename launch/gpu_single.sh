@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Train (and evaluate) on one GPU.
+#   ./launch/gpu_single.sh configs/librispeech.py /data/runs/ls960 [--config.key=value ...]
+# CUDA_VISIBLE_DEVICES picks the GPU (default 0). XLA preallocates 75 % of GPU memory by
+# default; XLA_PYTHON_CLIENT_MEM_FRACTION changes that.
+set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  echo "usage: $0 CONFIG WORKDIR [--config.key=value ...]" >&2
+  exit 2
+fi
+config="$1"
+workdir="$2"
+shift 2
+export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
+exec mdm-asr-train --config="${config}" --workdir="${workdir}" "$@"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run the same command on every worker of the TPU VM, from the code folder, in the venv.
+#   ./launch/tpu_vm_run.sh mdm-asr-train --config=configs/librispeech.py --workdir=gs://BUCKET/ls960 \
+#       --config.mesh.multihost=True
+#   ./launch/tpu_vm_run.sh mdm-asr-eval --multihost --checkpoint=gs://BUCKET/ls960 \
+#       --dataset=tfds:librispeech/test_clean --output=/tmp/test_clean.jsonl
+# On a pod every host runs the command; jax.distributed.initialize() (multihost=True /
+# --multihost) connects them; only process 0 prints eval results and writes --output.
+# Output of each worker is prefixed by gcloud; the run stops if the SSH session ends, so for
+# long runs use NOHUP=1 (logs to ~/run.log on each worker; follow with tpu_vm_logs.sh).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+if [[ $# -eq 0 ]]; then
+  echo "usage: $0 COMMAND [ARGS...]" >&2
+  exit 2
+fi
+command_line="$(printf '%q ' "$@")"
+if [[ "${NOHUP:-0}" == "1" ]]; then
+  tpu_ssh_all "cd ~/${REMOTE_DIR} && source ~/venv/bin/activate && nohup ${command_line} > ~/run.log 2>&1 &"
+else
+  tpu_ssh_all "cd ~/${REMOTE_DIR} && source ~/venv/bin/activate && ${command_line}"
+fi
