@@ -127,7 +127,7 @@ def test_isct_gradients_are_finite_for_one_to_three_steps():
             )
             return terms["loss_sum"] / terms["target_tokens"]
 
-        value, grads = jax.value_and_grad(loss)(params)
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
         assert np.isfinite(float(value))
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 

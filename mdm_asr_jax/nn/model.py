@@ -143,4 +143,4 @@ def init_params(model: ASRModel, key: Array, num_frames: int = 64, canvas_length
     features = jnp.zeros((1, num_frames, cfg.encoder.num_mels), jnp.float32)
     feature_mask = jnp.ones((1, num_frames), bool)
     canvas = jnp.zeros((1, canvas_length), jnp.int32)
-    return model.init({"params": key}, features, feature_mask, canvas)
+    return jax.jit(model.init)({"params": key}, features, feature_mask, canvas)

@@ -1,0 +1,39 @@
+"""mdm-asr-train: `--config=configs/NAME.py[:arg] --workdir=DIR [--config.key=value ...]`.
+
+Parses flags and calls `train.trainer.train_and_evaluate`; nothing else lives here. Rerunning the
+same command resumes from the workdir's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file (configs/*.py[:arg]).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and the corpus cache."
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from mdm_asr_jax.train.trainer import train_and_evaluate
+
+    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if "final" in results:
+        for line in results["final"]:
+            print(json.dumps(line))
+
+
+def run() -> None:
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

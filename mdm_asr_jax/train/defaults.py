@@ -1,0 +1,143 @@
+"""The base training config: every key a config file may set is declared here.
+
+Config files in `configs/` call `base_config()`, override what they need and return it;
+`mdm-asr-train` locks it, so a typo in `--config.x=...` is an error, not a silent new key.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Named data recipe run before training (cached in WORKDIR/data): "" | "demo" | "digits".
+    c.recipe = ""
+    c.recipe_options = ml_collections.ConfigDict(
+        dict(
+            num_train=2000,  # synthesised training utterances
+            num_dev=100,
+            num_test=200,
+            fsdd_dir="",  # FSDD recordings for the digits recipe ("" = ../shared/data/fsdd if present)
+            test_speaker="george",  # FSDD speaker held out for the test set
+            num_workers=2,
+        )
+    )
+
+    c.data = ml_collections.ConfigDict(
+        dict(
+            train_manifest="",
+            dev_manifest="",
+            test_manifest="",
+            train_tfds="",  # e.g. "librispeech/train_clean100" (tfds name/split), read via data_source
+            dev_tfds="",
+            tfds_data_dir="",
+            batch_size=16,  # global batch (split over processes and the data/fsdp mesh axes)
+            eval_batch_size=16,
+            frame_buckets=(400, 800, 1600, 3000),  # feature frames a batch is padded to
+            max_seconds=30.0,  # longer utterances are dropped (and reported)
+            num_workers=0,  # grain worker processes (0 = in-process)
+            shuffle=True,
+            strict=False,  # fail on the first bad manifest line instead of reporting and skipping
+        )
+    )
+
+    c.features = ml_collections.ConfigDict(dict(kind="whisper", num_mels=80))
+
+    c.tokenizer = ml_collections.ConfigDict(
+        dict(
+            path="",  # an existing SentencePiece .model; "" = train one on the training transcripts
+            vocab_size=256,
+            model_type="unigram",
+            lowercase=True,
+        )
+    )
+
+    c.model = ml_collections.ConfigDict(
+        dict(
+            encoder_kind="conformer",
+            encoder_size="tiny",  # row of nn.config.ENCODER_SIZES
+            decoder_size="tiny",  # row of nn.config.DECODER_SIZES
+            subsampling=4,
+            mdm=True,  # masked-diffusion decoder
+            ar=False,  # autoregressive decoder on the same encoder (baseline)
+            ctc=False,  # CTC head on the encoder
+            max_length=0,  # decoder positions; 0 = prompt + objective.canvas_length
+            dropout=0.1,
+            dtype="float32",  # compute dtype (bfloat16 on TPU/GPU)
+            param_dtype="float32",
+            init_from="",  # checkpoint directory to copy weights from
+            init_map=(),  # ((target prefix, source prefix), ...); () = same names
+        )
+    )
+
+    c.objective = ml_collections.ConfigDict(
+        dict(
+            mdm_weight=1.0,
+            ar_weight=0.0,
+            ctc_weight=0.0,
+            canvas_length=64,  # MDM canvas (paper: 256); transcripts + EOS padding
+            schedule="linear",  # alpha_t = 1 - t (paper) | cosine
+            eps=1e-3,
+            low_discrepancy=True,
+            count_padding_eos=True,
+            isct_steps=2,  # K (paper: 2); 1 = plain MDM
+            later_times="independent",  # t_k for k >= 2: independent | same | lower
+            prediction="argmax",  # x_k from logits: argmax | sample
+            step_weights=(),  # per-step loss weights; () = all 1
+            spec_augment=True,
+            freq_masks=2,
+            freq_width=15,
+            time_masks=2,
+            time_width_ratio=0.05,
+        )
+    )
+
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-3,
+            warmup_steps=500,
+            decay="cosine",  # cosine | linear | constant | rsqrt
+            end_factor=0.0,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-9,
+            weight_decay=0.01,
+            clip_norm=1.0,
+            grad_accum_steps=1,
+            ema_decay=0.0,  # > 0 keeps EMA params, used for eval and export
+            freeze=(),  # regexes over 'a/b/c' param paths, e.g. ("encoder/.*",)
+            lr_multipliers=(),  # ((regex, multiplier), ...)
+        )
+    )
+
+    c.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=10_000,
+            log_every=50,
+            eval_every=1000,  # 0 = no periodic eval
+            checkpoint_every=1000,
+            keep_checkpoints=3,
+            async_checkpointing=True,
+        )
+    )
+
+    c.mesh = ml_collections.ConfigDict(
+        dict(
+            shape=(-1, 1, 1),  # (data, fsdp, tensor); -1 = the remaining devices
+            rules=(),  # logical axis rules; () = train.sharding.DEFAULT_RULES
+            multihost=False,  # call jax.distributed.initialize() (TPU pods, multi-node GPU)
+        )
+    )
+
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            sampler="pbeb(lam=0.2,gamma=0.05)",
+            nfe=32,
+            normalizer="english",
+            max_utterances=0,  # 0 = the whole dev set
+            final_samplers=("pbeb(lam=0.2,gamma=0.05)",),  # evaluated on the test set at the end
+        )
+    )
+    return c

@@ -1,0 +1,548 @@
+"""Training loop: `train_and_evaluate(config, workdir)`, the only thing `mdm-asr-train` calls.
+
+  config (ml_collections, see `train.defaults.base_config`)
+    -> data recipe (optional: synthesise / build corpora into the workdir, cached)
+    -> tokenizer (load, or train SentencePiece on the training transcripts; cached)
+    -> ModelConfig -> mesh + logical rules -> sharded init (eval_shape -> specs -> jit(init))
+    -> orbax CheckpointManager (state, inference params, grain iterator): resume if present
+    -> loop: grain batch -> global arrays -> jit train_step (donated state) -> metrics
+       periodic eval (WER with the configured sampler on the dev manifest), saves, best.json
+    -> the workdir is itself a checkpoint directory (config.json + tokenizer/ + checkpoints/)
+
+`train_step(state, batch, key) -> (state, metrics)` is pure; self-correction lives in the loss
+(`diffusion.process.isct_loss`), never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.diffusion.process import ProcessConfig
+from mdm_asr_jax.nn.config import ModelConfig, decoder_config, encoder_config
+from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.train import checkpoint as ckpt
+from mdm_asr_jax.train import sharding
+from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
+from mdm_asr_jax.train.optim import make_optimizer
+
+
+class TrainError(RuntimeError):
+    """Training cannot continue (non-finite loss, bad configuration, missing data)."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any  # None when EMA is off
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+def process_config(config: ml_collections.ConfigDict) -> ProcessConfig:
+    obj = config.objective
+    return ProcessConfig(
+        schedule=obj.schedule,
+        eps=obj.eps,
+        low_discrepancy=obj.low_discrepancy,
+        count_padding_eos=obj.count_padding_eos,
+        isct_steps=obj.isct_steps,
+        later_times=obj.later_times,
+        prediction=obj.prediction,
+        step_weights=tuple(float(w) for w in obj.step_weights),
+    ).validate()
+
+
+def objective_config(config: ml_collections.ConfigDict) -> ObjectiveConfig:
+    obj = config.objective
+    return ObjectiveConfig(
+        mdm_weight=obj.mdm_weight,
+        ar_weight=obj.ar_weight,
+        ctc_weight=obj.ctc_weight,
+        canvas_length=obj.canvas_length,
+        process=process_config(config),
+        spec_augment=obj.spec_augment,
+        freq_masks=obj.freq_masks,
+        freq_width=obj.freq_width,
+        time_masks=obj.time_masks,
+        time_width_ratio=obj.time_width_ratio,
+    )
+
+
+def feature_config(config: ml_collections.ConfigDict) -> FeatureConfig:
+    return FeatureConfig(kind=config.features.kind, num_mels=config.features.num_mels)
+
+
+def build_model_config(config: ml_collections.ConfigDict, tokenizer: Any) -> ModelConfig:
+    """ModelConfig from the training config's size names and the tokenizer's ids."""
+    m = config.model
+    prompt = tuple(tokenizer.prompt_ids)
+    max_length = m.max_length or (config.objective.canvas_length + len(prompt))
+    enc = encoder_config(
+        m.encoder_size,
+        kind=m.encoder_kind,
+        num_mels=config.features.num_mels,
+        dropout=m.dropout,
+        subsampling=m.subsampling,
+    )
+    common = dict(max_length=max_length, dropout=m.dropout)
+    return ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        encoder=enc,
+        mdm_decoder=decoder_config(m.decoder_size, bidirectional=True, **common) if m.mdm else None,
+        ar_decoder=decoder_config(m.decoder_size, bidirectional=False, **common) if m.ar else None,
+        ctc=m.ctc,
+        prompt_ids=prompt,
+        pad_id=tokenizer.pad_id,
+        eos_id=tokenizer.eos_id,
+        dtype=m.dtype,
+        param_dtype=m.param_dtype,
+    ).validate()
+
+
+def create_train_state(
+    model: ASRModel,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    rules,
+    *,
+    ema: bool,
+) -> tuple[TrainState, Any]:
+    """Sharded init: eval_shape -> logical partition specs -> shardings -> jit(init)."""
+
+    def init_boxed(k):
+        params = init_params(model, k)["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            ema_params=params if ema else None,
+        )
+
+    abstract = jax.eval_shape(init_boxed, key)
+    shardings = sharding.logical_shardings(abstract, mesh, rules)
+    init = jax.jit(lambda k: nn.meta.unbox(init_boxed(k)), out_shardings=shardings)
+    with mesh, nn.logical_axis_rules(rules):
+        state = init(key)
+    return state, shardings
+
+
+def make_train_step(
+    model: ASRModel, tx: optax.GradientTransformation, objective: ObjectiveConfig, ema_decay: float
+):
+    """The pure train step: (state, batch, key) -> (state, metrics)."""
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
+        key = jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(
+            lambda p: compute_loss(model, p, batch, key, objective, train=True), has_aux=True
+        )
+        (loss, metrics), grads = grad_fn(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            ema_params = jax.tree.map(
+                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params
+            )
+        metrics = {
+            **metrics,
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+            "update_norm": optax.global_norm(updates),
+            "finite": jnp.isfinite(loss).astype(jnp.float32),
+        }
+        return TrainState(state.step + 1, params, opt_state, ema_params), metrics
+
+    return train_step
+
+
+def make_eval_loss_step(model: ASRModel, objective: ObjectiveConfig):
+    def eval_step(params, batch, key):
+        _, metrics = compute_loss(model, params, batch, key, objective, train=False)
+        return metrics
+
+    return eval_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and tokenizer
+# ---------------------------------------------------------------------------------------------
+def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
+    """Run the config's data recipe (if any) and return data config with manifest paths set."""
+    data = config.data
+    if config.recipe:
+        from mdm_asr_jax.data import recipes
+
+        manifests = recipes.prepare(config.recipe, workdir / "data", config)
+        with data.unlocked():
+            for split, path in manifests.items():
+                data[f"{split}_manifest"] = str(path)
+    if not (data.train_manifest or data.train_tfds):
+        raise TrainError(
+            "no training data: set config.data.train_manifest, config.data.train_tfds "
+            "or config.recipe"
+        )
+    return data
+
+
+def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: Path, data) -> Any:
+    from mdm_asr_jax.text import SentencePieceTokenizer, load_tokenizer
+
+    if (workdir / ckpt.CONFIG_FILE).exists():
+        payload = json.loads((workdir / ckpt.CONFIG_FILE).read_text())
+        return load_tokenizer(workdir / ckpt.TOKENIZER_DIR, payload["tokenizer"])
+    tok = config.tokenizer
+    if tok.path:
+        return SentencePieceTokenizer(tok.path)
+    if not data.train_manifest:
+        raise TrainError(
+            "config.tokenizer.path is empty and there is no train manifest to train "
+            "SentencePiece on: set config.tokenizer.path"
+        )
+    from mdm_asr_jax.data.manifest import read_manifest
+
+    entries, _ = read_manifest(data.train_manifest)
+    texts = [e.text for e in entries]
+    out = workdir / "spm"
+    logging.info(
+        "training SentencePiece (%s, vocab %d) on %d transcripts",
+        tok.model_type,
+        tok.vocab_size,
+        len(texts),
+    )
+    return SentencePieceTokenizer.train(
+        texts, out, tok.vocab_size, tok.model_type, lowercase=tok.lowercase, hard_vocab_limit=False
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+class _Writer:
+    """Console progress line + TensorBoard event files (process 0 only)."""
+
+    def __init__(self, workdir: Path, num_steps: int):
+        self.num_steps = num_steps
+        self.enabled = jax.process_index() == 0
+        self.tb = None
+        if self.enabled:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboardX is a dependency
+                self.tb = None
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, int | float) and math.isfinite(v):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
+            self.tb.flush()
+
+    def progress(self, step: int, values: dict[str, float], steps_per_second: float) -> None:
+        if not self.enabled:
+            return
+        eta = (self.num_steps - step) / max(steps_per_second, 1e-9)
+        shown = " ".join(f"{k}={values[k]:.4g}" for k in sorted(values) if k.endswith("loss"))
+        print(
+            f"step {step}/{self.num_steps} {shown} lr={values.get('learning_rate', 0):.3g} "
+            f"{steps_per_second:.2f} steps/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}",
+            flush=True,
+        )
+
+
+def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
+    directory in `workdir`. Returns the last eval results (and train metrics)."""
+    from mdm_asr_jax.data import pipeline
+
+    workdir = Path(workdir).absolute()
+    if config.mesh.multihost:
+        jax.distributed.initialize()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, workdir)
+    tokenizer = load_or_train_tokenizer(config, workdir, data)
+    features = feature_config(config)
+    model_config = build_model_config(config, tokenizer)
+    objective = objective_config(config).validate(model_config)
+    if jax.process_index() == 0:
+        ckpt.write_config(
+            workdir,
+            model_config,
+            features,
+            tokenizer,
+            decoding={
+                "sampler": config.eval.sampler,
+                "nfe": config.eval.nfe,
+                "canvas_length": config.objective.canvas_length,
+            },
+            info={"config": json.loads(config.to_json_best_effort())},
+        )
+    model = ASRModel(model_config)
+    rules = sharding.rules_from_config(config.mesh.rules)
+    mesh = sharding.make_mesh(config.mesh.shape)
+    num_steps = config.train.num_steps
+
+    # Parameters (abstract) decide the optimiser's groups.
+    abstract_params = nn.meta.unbox(
+        jax.eval_shape(lambda k: init_params(model, k)["params"], jax.random.key(0))
+    )
+    tx, schedule = make_optimizer(config.optim, num_steps, abstract_params)
+    ema = config.optim.ema_decay > 0
+    root_key = jax.random.key(config.seed)
+    init_key, train_key, eval_key = jax.random.split(root_key, 3)
+    state, state_shardings = create_train_state(model, tx, init_key, mesh, rules, ema=ema)
+    if config.model.init_from:
+        state = _load_pretrained(state, config.model.init_from, config.model.init_map)
+
+    train_iter = pipeline.make_train_iterator(
+        data, tokenizer, features, model_config, objective, seed=config.seed
+    )
+    manager = ocp.CheckpointManager(
+        workdir / ckpt.CHECKPOINTS_DIR,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.train.keep_checkpoints,
+            enable_async_checkpointing=config.train.async_checkpointing,
+            create=True,
+        ),
+    )
+    start_step = 0
+    if manager.latest_step() is not None:
+        start_step = manager.latest_step()
+        abstract_state = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+        )
+        restored = manager.restore(
+            start_step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=pipeline.checkpoint_restore_args(train_iter),
+            ),
+        )
+        state = restored["state"]
+        logging.info("resumed from step %d", start_step)
+        print(f"resumed from step {start_step} in {workdir}", flush=True)
+
+    train_step = jax.jit(
+        make_train_step(model, tx, objective, config.optim.ema_decay),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+        out_shardings=(state_shardings, None),
+        donate_argnums=(0,),
+    )
+    writer = _Writer(workdir, num_steps)
+    best = _read_best(workdir)
+    results: dict[str, Any] = {}
+    last_time, last_step = time.time(), start_step
+    step = start_step
+    with mesh, nn.logical_axis_rules(rules):
+        while step < num_steps:
+            batch = sharding.global_batch(next(train_iter), mesh)
+            state, metrics = train_step(state, batch, train_key)
+            step += 1
+            if step % config.train.log_every == 0 or step == num_steps or step == start_step + 1:
+                host = _host_metrics(metrics)
+                if host["finite"] < 1.0:
+                    raise TrainError(
+                        f"non-finite loss at step {step} ({host}); lower optim.learning_rate, "
+                        "enable optim.clip_norm, or check the data (empty audio, overlong text)"
+                    )
+                host["learning_rate"] = float(schedule(step))
+                now = time.time()
+                rate = (step - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                writer.scalars(step, host)
+                writer.progress(step, host, rate)
+                results["train"] = host
+            do_eval = config.train.eval_every > 0 and (
+                step % config.train.eval_every == 0 or step == num_steps
+            )
+            if do_eval and (data.dev_manifest or data.dev_tfds):
+                eval_params = state.ema_params if ema else state.params
+                results["eval"] = run_eval(
+                    model_config,
+                    eval_params,
+                    tokenizer,
+                    features,
+                    data,
+                    config,
+                    jax.random.fold_in(eval_key, step),
+                )
+                writer.scalars(
+                    step,
+                    {k: v for k, v in results["eval"].items() if isinstance(v, int | float)},
+                    prefix="eval",
+                )
+                if jax.process_index() == 0:
+                    print(
+                        f"eval step {step}: "
+                        + json.dumps(
+                            {
+                                k: results["eval"][k]
+                                for k in ("wer", "rtfx", "mean_nfe", "sampler")
+                                if k in results["eval"]
+                            }
+                        ),
+                        flush=True,
+                    )
+                if best is None or results["eval"]["wer"] < best["wer"]:
+                    best = {"step": step, "wer": results["eval"]["wer"]}
+                    _write_best(workdir, best)
+            if step % config.train.checkpoint_every == 0 or step == num_steps:
+                inference = state.ema_params if ema else state.params
+                manager.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state),
+                        params=ocp.args.StandardSave(inference),
+                        data_iter=pipeline.checkpoint_save_args(train_iter),
+                    ),
+                )
+    manager.wait_until_finished()
+    manager.close()
+    if data.test_manifest and config.eval.final_samplers:
+        final_params = state.ema_params if ema else state.params
+        results["final"] = []
+        for spec in config.eval.final_samplers:
+            line = run_eval(
+                model_config,
+                final_params,
+                tokenizer,
+                features,
+                data,
+                config,
+                jax.random.fold_in(eval_key, -1),
+                manifest=data.test_manifest,
+                sampler=spec,
+                max_utterances=None,
+            )
+            line["split"] = "test"
+            results["final"].append(line)
+        if jax.process_index() == 0:
+            (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
+    return results
+
+
+_UNSET = object()
+
+
+def run_eval(
+    model_config,
+    params,
+    tokenizer,
+    features,
+    data,
+    config,
+    key,
+    *,
+    manifest=None,
+    sampler=None,
+    max_utterances=_UNSET,
+) -> dict[str, Any]:
+    """Evaluation through the same evaluator the eval CLI uses (dev set unless told)."""
+    from mdm_asr_jax.eval.evaluate import evaluate_params
+
+    if max_utterances is _UNSET:
+        max_utterances = config.eval.max_utterances or None
+    return evaluate_params(
+        model_config,
+        params,
+        tokenizer,
+        features,
+        manifest=manifest or data.dev_manifest or None,
+        dataset=None if manifest else (data.dev_tfds or None),
+        sampler=sampler or config.eval.sampler,
+        nfe=config.eval.nfe,
+        batch_size=data.eval_batch_size,
+        normalizer=config.eval.normalizer,
+        canvas_length=config.objective.canvas_length,
+        max_utterances=max_utterances,
+        key=key,
+    )
+
+
+def _read_best(workdir: Path) -> dict | None:
+    path = workdir / "best.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_best(workdir: Path, best: dict) -> None:
+    if jax.process_index() == 0:
+        (workdir / "best.json").write_text(json.dumps(best))
+
+
+def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
+    """Copy parameters from a checkpoint directory into subtrees of the state, reporting every
+    mismatch. `mapping` is a list of (target prefix, source prefix) pairs, e.g.
+    [("encoder", "encoder"), ("mdm_decoder", "ar_decoder")]; empty = same names everywhere."""
+    from flax import traverse_util
+
+    loaded = ckpt.load_checkpoint(source)
+    src = traverse_util.flatten_dict(loaded.params, sep="/")
+    dst = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
+    pairs = [tuple(p) for p in mapping] or [("", "")]
+    copied, problems = 0, []
+    new = dict(dst)
+    for target_prefix, source_prefix in pairs:
+        for name, value in dst.items():
+            if not name.startswith(target_prefix):
+                continue
+            src_name = source_prefix + name[len(target_prefix) :]
+            if src_name not in src:
+                problems.append(f"{name}: no {src_name} in {source}")
+                continue
+            sv = np.asarray(src[src_name])
+            if sv.shape != value.shape:
+                if (
+                    sv.ndim == value.ndim
+                    and name.endswith("embedding")
+                    and sv.shape[1:] == value.shape[1:]
+                    and sv.shape[0] < value.shape[0]
+                ):
+                    # vocabulary grew (e.g. the [MASK] row): copy the known rows
+                    grown = np.array(value)
+                    grown[: sv.shape[0]] = sv
+                    new[name] = grown
+                    copied += 1
+                    problems.append(f"{name}: copied {sv.shape[0]} of {value.shape[0]} rows")
+                    continue
+                problems.append(f"{name}: shape {value.shape} != {src_name} {sv.shape}")
+                continue
+            new[name] = sv.astype(value.dtype)
+            copied += 1
+    for p in problems:
+        logging.warning("init_from: %s", p)
+    print(
+        f"init_from {source}: copied {copied} tensors, {len(problems)} mismatches"
+        + "".join(f"\n  {p}" for p in problems[:50]),
+        flush=True,
+    )
+    params = traverse_util.unflatten_dict(new, sep="/")
+    params = jax.tree.map(
+        lambda v, old: jax.device_put(jnp.asarray(v, old.dtype), old.sharding), params, state.params
+    )
+    return dataclasses.replace(state, params=params)
