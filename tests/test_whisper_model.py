@@ -7,6 +7,7 @@ agreement checks the encoder, the decoder configuration and every weight mapping
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -125,8 +126,9 @@ def test_short_windows_use_the_first_positions_and_masking_hides_padding(convert
     mel = np.random.default_rng(3).normal(size=(1, 30, 80)).astype(np.float32)
     mel[:, 20:] = 0.0
     mask = np.arange(30)[None] < 20
-    attend = jax.jit(WhisperEncoder(config.encoder, attend_padding=True).apply)
-    masked = jax.jit(WhisperEncoder(config.encoder, attend_padding=False).apply)
+    short = dataclasses.replace(config.encoder, min_frames=0)  # run 30 frames as given
+    attend = jax.jit(WhisperEncoder(short, attend_padding=True).apply)
+    masked = jax.jit(WhisperEncoder(short, attend_padding=False).apply)
     out_all, mask_all = attend(enc_params, mel, mask)
     out_masked, mask_masked = masked(enc_params, mel, mask)
     assert out_all.shape == (1, 15, 32) and bool(mask_all.all())
@@ -136,6 +138,14 @@ def test_short_windows_use_the_first_positions_and_masking_hides_padding(convert
     shorter, _ = masked(enc_params, mel[:, :22], mask[:, :22])
     np.testing.assert_allclose(out_masked[0, :9], shorter[0, :9], atol=1e-5)
     assert not np.allclose(out_all[0, :9], out_masked[0, :9], atol=1e-3)
+    # min_frames (default: the full window) pads short inputs back inside the encoder.
+    assert config.encoder.min_frames == 40
+    full = jax.jit(WhisperEncoder(config.encoder).apply)
+    padded_inside, _ = full(enc_params, mel[:, :20], mask[:, :20])
+    padded_outside, _ = attend(enc_params, np.pad(mel[:, :20], ((0, 0), (0, 20), (0, 0))),
+                               np.ones((1, 40), bool))  # fmt: skip
+    assert padded_inside.shape == (1, 20, 32)
+    np.testing.assert_allclose(padded_inside, padded_outside, atol=1e-5)
 
 
 def test_too_long_input_and_wrong_mel_count_are_clear_errors(converted):

@@ -24,6 +24,7 @@ Legend: B batch (1 here), T frames, M mel bins, S encoder frames, V vocabulary, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -101,7 +102,9 @@ class JaxWhisper:
     def _encode_impl(self, params, features, mask, attend_padding: bool):
         from mdm_asr_jax.nn.whisper import WhisperEncoder
 
-        encoder = WhisperEncoder(self.config.encoder, attend_padding=attend_padding)
+        # The window is chosen by `transcribe`: run it as given (no padding back to 30 s).
+        config = dataclasses.replace(self.config.encoder, min_frames=0)
+        encoder = WhisperEncoder(config, attend_padding=attend_padding)
         return encoder.apply({"params": params["encoder"]}, features, mask)
 
     def _greedy_impl(self, params, encoded, enc_mask):

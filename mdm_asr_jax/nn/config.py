@@ -46,6 +46,9 @@ class EncoderConfig:
     conv_norm: str = "layer"
     xscaling: bool = False  # fastconformer: scale subsampled input by sqrt(width)
     output_width: int = 0  # 0 = width; else a Dense(width -> output_width) after the blocks
+    # whisper: inputs shorter than this many frames are zero-padded to it inside the encoder
+    # (3000 = Whisper's own 30 s window, what zero-shot Whisper needs; 0 = run the input as is)
+    min_frames: int = 0
     norm_eps: float = 1e-5
     dropout: float = 0.1
     attention_dropout: float = 0.0

@@ -3,8 +3,11 @@
 Encoder: log-mel [B, T, M] -> Conv1d(M->D, width 3) -> GELU -> Conv1d(D->D, width 3, stride 2)
 -> GELU -> + positions[:T'] -> N pre-LN blocks [LN, self-attention, LN, MLP] -> LN -> [B, T', D],
 T' = ceil(T / 2). Released checkpoints were trained on 30 s windows (T = 3000, T' = 1500, zero
-log-mel after the audio); slicing the positional table lets shorter windows run too (fewer
-frames, same weights), which changes the output somewhat: see the README's measurements.
+log-mel after the audio). Slicing the positional table lets shorter windows run too (fewer
+frames, same weights), but zero-shot Whisper then degrades badly (repetition loops; see the
+README's measurements), so `EncoderConfig.min_frames` (default 3000 in Whisper configs) pads
+short inputs back to 30 s inside the encoder; set it to 0 for models fine-tuned on short
+windows.
 
 Padding: the encoder reads padded frames as they come. `audio.log_mel_*` put 0 there, which is
 exactly what faster-whisper feeds Whisper (it pads log-mel with zeros to 30 s);
@@ -119,6 +122,11 @@ class WhisperEncoder(nn.Module):
                 f"{cfg.num_mels}; use FeatureConfig(kind='whisper', num_mels={cfg.num_mels})"
             )
         gelu = activation_fn(cfg.activation)
+        if num_frames < cfg.min_frames:  # e.g. Whisper's fixed 30 s window
+            extra = cfg.min_frames - num_frames
+            features = jnp.pad(features, ((0, 0), (0, extra), (0, 0)))
+            mask = jnp.pad(mask, ((0, 0), (0, extra)))
+            num_frames, encoder_frames = cfg.min_frames, (cfg.min_frames + 1) // 2
         x = features.astype(self.dtype)  # [B, T, M]
 
         def conv(name: str, stride: int) -> nn.Conv:
@@ -198,8 +206,15 @@ for _name in ("tiny", "base", "small", "medium"):
 WHISPER_MODEL_SIZES["large"] = WHISPER_MODEL_SIZES["large-v2"]
 
 
-def whisper_encoder_config(size: WhisperSize, dropout: float = 0.0) -> EncoderConfig:
-    """EncoderConfig(kind="whisper") of a Whisper size (MLP 4x width, exact GELU)."""
+def whisper_encoder_config(
+    size: WhisperSize, dropout: float = 0.0, min_frames: int = WHISPER_FRAMES
+) -> EncoderConfig:
+    """EncoderConfig(kind="whisper") of a Whisper size (MLP 4x width, exact GELU).
+
+    min_frames: shorter inputs are zero-padded to this many frames inside the encoder; the
+    default 3000 (30 s) is what the released weights were trained on (see module docstring);
+    0 runs short windows as they come (faster; for models fine-tuned on short windows).
+    """
     return EncoderConfig(
         kind="whisper",
         num_mels=size.num_mels,
@@ -210,6 +225,7 @@ def whisper_encoder_config(size: WhisperSize, dropout: float = 0.0) -> EncoderCo
         subsampling=2,
         positions="learned",
         max_frames=size.encoder_positions,
+        min_frames=min(min_frames, 2 * size.encoder_positions),
         activation="gelu",
         norm_eps=1e-5,
         dropout=dropout,
@@ -254,10 +270,12 @@ def whisper_model_config(
     mdm_decoder: bool = False,
     dtype: str = "float32",
     dropout: float = 0.0,
+    min_frames: int = WHISPER_FRAMES,
 ) -> ModelConfig:
     """ModelConfig for a Whisper backbone with an AR decoder, an MDM decoder, or both.
 
-    vocab_size = n_vocab + 1 ([MASK] appended last); pad = eos = <|endoftext|>.
+    vocab_size = n_vocab + 1 ([MASK] appended last); pad = eos = <|endoftext|>. min_frames: see
+    `whisper_encoder_config`.
     """
     if isinstance(size, str):
         if size not in WHISPER_MODEL_SIZES:
@@ -267,7 +285,7 @@ def whisper_model_config(
         size = WHISPER_MODEL_SIZES[size]
     return ModelConfig(
         vocab_size=size.n_vocab + 1,
-        encoder=whisper_encoder_config(size, dropout),
+        encoder=whisper_encoder_config(size, dropout, min_frames),
         mdm_decoder=whisper_decoder_config(size, True, dropout) if mdm_decoder else None,
         ar_decoder=whisper_decoder_config(size, False, dropout) if ar_decoder else None,
         ctc=False,
