@@ -260,3 +260,16 @@ def test_worker_processes_give_the_same_batches_and_restore_exactly(corpus):
         for key in want:
             np.testing.assert_array_equal(want[key], got[key])
     restored.close()
+
+
+def test_audio_output_gives_the_same_features_on_device(corpus):
+    from mdm_asr_jax.data.pipeline import device_features
+
+    on_host = next(iter(_pipeline(_config(corpus["clean"]), train=False)))
+    raw = next(iter(_pipeline(_config(corpus["clean"], output="audio"), train=False)))
+    assert "features" not in raw and raw["audio"].dtype == np.float32
+    assert FEATURES.num_frames(raw["audio"].shape[1]) == raw["feature_mask"].shape[1]
+    on_device = device_features(raw, FEATURES)
+    assert set(on_device) == set(on_host)
+    np.testing.assert_array_equal(on_host["feature_mask"], on_device["feature_mask"])
+    np.testing.assert_allclose(on_host["features"], np.asarray(on_device["features"]), atol=2e-3)

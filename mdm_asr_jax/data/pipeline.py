@@ -18,18 +18,26 @@ Steps (`make_pipeline`):
    every host.
 3. **Load (grain workers).** For each utterance in the slice: decode, mono, 16 kHz, log-mel
    (numpy, `audio.log_mel_numpy`), pad into the bucket. Audio that cannot be decoded leaves its
-   slot empty (`example_mask` False) and is reported with its manifest line by the main process.
+   slot empty (`example_mask` False, also in training: weight losses by `example_mask`) and is
+   reported with its manifest line by the main process.
 
 Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L tokens):
   features [B, T, M] float32 (0 on padded frames), feature_mask [B, T] bool,
   tokens [B, L] int32 (no BOS/EOS, pad_id after the transcript), token_lengths [B] int32,
   example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad).
 
-Features are computed in the workers with numpy (not on device from raw audio): a log-mel
-frame is 80 floats per 10 ms (32 kB/s) against 16 kHz float32 audio (64 kB/s), so features
-halve host-to-device traffic, keep the device busy with the model only, and the input
-benchmark (`benchmarks/input_pipeline.py`) shows one worker featurises far more audio per
-second than a train step consumes (numbers in the README).
+Where log-mel is computed (`DataConfig.output`), measured with `benchmarks/input_pipeline.py`
+on this project's 2-core CPU box (whisper features, ~4 s utterances, one thread):
+decoding + resampling runs at ~1400 audio-seconds/s, `log_mel_numpy` (float64) at ~60, and
+`log_mel_jax` at ~880 on the CPU itself (far more on an accelerator, where it is a negligible
+part of a train step). So:
+- `output="features"` (default, the batch contract above): workers compute numpy log-mel. Simple
+  and device-agnostic; fine for small models and for hosts with many cores (~60-100 audio-s/s
+  per worker core), and features are half the bytes of float32 audio.
+- `output="audio"`: workers only decode (~25-40x less host work per utterance); batches carry
+  `audio` [B, N] float32 and `audio_lengths` [B] instead of `features`, and the jitted step calls
+  `device_features(batch, feature_config)` (a no-op for feature batches) to get the contract
+  back. Use it when the host CPUs cannot keep up with the accelerator.
 """
 
 from __future__ import annotations
@@ -76,6 +84,10 @@ class DataConfig:
       worker_buffer: batches each worker prepares ahead.
       read_threads: threads per worker (or in the main process) loading batches.
       strict: fail on the first bad utterance instead of reporting and skipping it.
+      output: "features" (log-mel computed by the workers in numpy: the batch contract) or
+        "audio" (workers only decode; batches carry `audio` [B, N] float32 and `audio_lengths`
+        [B] instead of `features`, and the train step calls `device_features` under jit). See
+        the module docstring for when each wins.
       tfds_data_dir: TFDS data_dir for `tfds:` sources.
       index_cache_dir: where TFDS sources cache their one-time scan (texts, durations).
     """
@@ -94,6 +106,7 @@ class DataConfig:
     worker_buffer: int = 2
     read_threads: int = 2
     strict: bool = False
+    output: str = "features"
     tfds_data_dir: str | None = None
     index_cache_dir: str | None = None
 
@@ -125,6 +138,10 @@ class DataConfig:
             raise DataConfigError("data.frame_buckets is empty; give at least one length.")
         if self.max_tokens < 1:
             raise DataConfigError(f"data.max_tokens must be >= 1, got {self.max_tokens}.")
+        if self.output not in ("features", "audio"):
+            raise DataConfigError(
+                f"data.output must be 'features' or 'audio', got {self.output!r}."
+            )
         if self.num_workers < 0 or self.read_threads < 1:
             raise DataConfigError("data.num_workers must be >= 0 and data.read_threads >= 1.")
 
@@ -150,6 +167,7 @@ class _Plan:
     seed: int
     shuffle: bool
     train: bool
+    output: str
 
 
 def _epoch_batches(plan: _Plan, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,9 +237,8 @@ class _BatchLoader:
         start = plan.process_index * plan.local_batch
         rows = table[within, start : start + plan.local_batch]  # [B] plan rows or -1
         frames, max_tokens = plan.shapes[int(bucket_ids[within])]
-        b, mels = plan.local_batch, self._features.num_mels
+        b, config = plan.local_batch, self._features
         batch = {
-            "features": np.zeros((b, frames, mels), np.float32),
             "feature_mask": np.zeros((b, frames), bool),
             "tokens": np.full((b, max_tokens), self._pad_id, np.int32),
             "token_lengths": np.zeros(b, np.int32),
@@ -230,6 +247,12 @@ class _BatchLoader:
             "index": np.full(b, -1, np.int32),
             "_failure": np.zeros(b, np.int8),
         }
+        if plan.output == "audio":
+            samples = samples_for_frames(frames, config)
+            batch["audio"] = np.zeros((b, samples), np.float32)  # [B, N]
+            batch["audio_lengths"] = np.zeros(b, np.int32)
+        else:
+            batch["features"] = np.zeros((b, frames, config.num_mels), np.float32)
         for slot, row in enumerate(rows):
             if row < 0:
                 continue
@@ -241,21 +264,52 @@ class _BatchLoader:
                 logging.warning("Cannot load %s: %s", self._source.where, err)
                 batch["_failure"][slot] = _UNREADABLE
                 continue
-            features = log_mel_numpy(audio, self._features)  # [T, M]
-            num_frames = features.shape[0]
-            if num_frames > frames:
-                if num_frames - frames > 2:  # Beyond rounding of the manifest's `seconds`.
-                    batch["_failure"][slot] = _LONGER_THAN_BUCKET
-                    continue
-                num_frames = frames
+            num_frames = int(config.num_frames(audio.size))
+            if num_frames > frames + 2:  # More than rounding of the manifest's `seconds`.
+                batch["_failure"][slot] = _LONGER_THAN_BUCKET
+                continue
+            if plan.output == "audio":
+                kept = min(audio.size, batch["audio"].shape[1])
+                batch["audio"][slot, :kept] = audio[:kept]
+                batch["audio_lengths"][slot] = kept
+                num_frames = min(int(config.num_frames(kept)), frames)
+            else:
+                features = log_mel_numpy(audio, config)  # [T, M]
+                num_frames = min(features.shape[0], frames)
+                batch["features"][slot, :num_frames] = features[:num_frames]
             ids = plan.token_ids[plan.token_starts[row] : plan.token_starts[row + 1]]
-            batch["features"][slot, :num_frames] = features[:num_frames]
             batch["feature_mask"][slot, :num_frames] = True
             batch["tokens"][slot, : ids.size] = ids
             batch["token_lengths"][slot] = ids.size
             batch["example_mask"][slot] = True
-            batch["seconds"][slot] = audio.size / self._features.sample_rate
+            batch["seconds"][slot] = audio.size / config.sample_rate
         return batch
+
+
+def samples_for_frames(frames: int, config: FeatureConfig) -> int:
+    """Largest sample count N with config.num_frames(N) == frames (the audio bucket length)."""
+    samples = (frames + 1) * config.hop_length
+    while config.num_frames(samples) > frames:
+        samples -= 1
+    return samples
+
+
+def device_features(batch: Mapping[str, Any], feature_config: FeatureConfig) -> dict[str, Any]:
+    """For `output="audio"` batches: log-mel on device (jnp, jittable), the batch contract back
+    (feature batches pass through unchanged, so a train step can always call it).
+
+    Returns a new dict with `features` [B, T, M] (== what the workers would compute, to float32
+    precision) and without `audio` / `audio_lengths`; T is the bucket's frame count.
+    """
+    from mdm_asr_jax.audio import log_mel_jax
+
+    if "features" in batch:  # output="features": already there.
+        return dict(batch)
+    out = {k: v for k, v in batch.items() if k not in ("audio", "audio_lengths")}
+    frames = batch["feature_mask"].shape[1]
+    features = log_mel_jax(batch["audio"], batch["audio_lengths"], feature_config)  # [B, T', M]
+    out["features"] = features[:, :frames]
+    return out
 
 
 class _ReportFailures:
@@ -453,6 +507,7 @@ def _plan(
         seed=config.seed,
         shuffle=config.shuffle,
         train=train,
+        output=config.output,
     )
 
 
@@ -478,6 +533,7 @@ __all__ = [
     "DataConfigError",
     "Pipeline",
     "batch_spec",
+    "device_features",
     "make_pipeline",
     "num_batches_per_epoch",
 ]

@@ -21,6 +21,7 @@ speak (no audible output) or that comes out longer than `max_seconds` is reporte
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import dataclasses
 import json
@@ -287,6 +288,31 @@ def synthesize_isolated(
     return value
 
 
+def _speak_here(
+    text: str, lang: str, variant: str | None, rate: int, pitch: int, seed: int
+) -> np.ndarray:
+    _check_language(lang)
+    voice = LANGUAGES[lang] + (f"+{variant}" if variant else "")
+    return _to_16k(synthesize_isolated(text, voice, rate, pitch, seed))
+
+
+_EXECUTOR: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _synthesis_process() -> concurrent.futures.ProcessPoolExecutor:
+    """One spawned helper process (started on first use, kept for the life of this one).
+
+    Forking is only safe from a single-threaded process; the caller may be multithreaded (JAX,
+    grain), so synthesis always runs in a freshly spawned process that forks per utterance.
+    """
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+    return _EXECUTOR
+
+
 def speak(
     text: str,
     lang: str = "en",
@@ -299,8 +325,8 @@ def speak(
 
     The same arguments always give the same samples (see `synthesize_isolated`)."""
     _check_language(lang)
-    voice = LANGUAGES[lang] + (f"+{variant}" if variant else "")
-    return _to_16k(synthesize_isolated(text, voice, rate, pitch, seed))
+    future = _synthesis_process().submit(_speak_here, text, lang, variant, rate, pitch, seed)
+    return future.result()
 
 
 def _to_16k(samples: np.ndarray) -> np.ndarray:
@@ -396,7 +422,7 @@ class SynthJob:
 def _render(job: SynthJob) -> dict | Problem:
     where, line, said = job.where, job.source_line, f"{job.text!r} ({job.split}, {job.variant})"
     try:
-        audio = speak(job.text, job.lang, job.variant, job.rate, job.pitch, job.noise_seed)
+        audio = _speak_here(job.text, job.lang, job.variant, job.rate, job.pitch, job.noise_seed)
     except (SynthError, RuntimeError) as err:
         return Problem(where, line, "synthesis failed", f"{said}: {err}")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
@@ -427,7 +453,7 @@ def _render(job: SynthJob) -> dict | Problem:
 
 def _render_all(jobs: Sequence[SynthJob], num_workers: int) -> list[dict | Problem]:
     if num_workers <= 1 or len(jobs) < 2 * num_workers:
-        return [_render(job) for job in jobs]
+        return list(_synthesis_process().map(_render, jobs, chunksize=16))
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(num_workers) as pool:
         return list(pool.imap(_render, jobs, chunksize=max(1, len(jobs) // (8 * num_workers))))
