@@ -5,6 +5,9 @@ Subcommands:
            a CTranslate2 Whisper directory (model.bin + config.json + tokenizer.json), detected
            from the files. `--decoders=ar` (default) keeps Whisper's own causal decoder,
            `--decoders=mdm` turns it into an MDM-ASR decoder, `--decoders=ar,mdm` keeps both.
+  nemo     a NeMo Canary `.nemo` archive (canary-1b-flash, canary-180m-flash, ...; PyTorch is
+           not needed). `--decoders` as for whisper; `--language` sets the prompt's source and
+           target language. Writes `conversion_report.json` (where every tensor went).
 
 The output directory is self-contained (params, model config, tokenizer, decoding defaults):
 `mdm-asr-eval --checkpoint=OUT --manifest=M.jsonl` decodes with it.
@@ -32,6 +35,13 @@ flags.DEFINE_string(
 flags.DEFINE_list(
     "decoders", ["ar"], "whisper: decoders to build from Whisper's: ar, mdm.", flag_values=FLAGS
 )
+flags.DEFINE_bool(
+    "full_window",
+    True,
+    "whisper: pad inputs to the 30 s window the weights were trained on (--nofull_window: run "
+    "short inputs in 5/10/20 s windows; faster, much less accurate before fine-tuning).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "language", "en", "whisper (multilingual models): prompt language code.", flag_values=FLAGS
 )
@@ -41,13 +51,39 @@ def convert_whisper_command() -> dict:
     from mdm_asr_jax.convert.whisper import convert_whisper
 
     out = convert_whisper(
-        FLAGS.src, FLAGS.out, decoders=tuple(FLAGS.decoders), language=FLAGS.language
+        FLAGS.src,
+        FLAGS.out,
+        decoders=tuple(FLAGS.decoders),
+        language=FLAGS.language,
+        full_window=FLAGS.full_window,
     )
     return {"checkpoint": str(out), "decoders": list(FLAGS.decoders)}
 
 
+def convert_nemo_command() -> dict:
+    from mdm_asr_jax.convert.nemo import convert_nemo
+
+    report = convert_nemo(
+        FLAGS.src,
+        FLAGS.out,
+        heads=tuple(FLAGS.decoders),
+        source_lang=FLAGS.language,
+        target_lang=FLAGS.language,
+    )
+    return {
+        "checkpoint": FLAGS.out,
+        "decoders": list(FLAGS.decoders),
+        "mapped_tensors": len(report.mapped),
+        "unused_tensors": len(report.unused),
+        "warnings": report.warnings,
+    }
+
+
 # Subcommand name -> function run after flag parsing (returns a JSON-able summary).
-SUBCOMMANDS: dict[str, Callable[[], dict]] = {"whisper": convert_whisper_command}
+SUBCOMMANDS: dict[str, Callable[[], dict]] = {
+    "whisper": convert_whisper_command,
+    "nemo": convert_nemo_command,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -696,6 +696,7 @@ def convert_whisper(
     *,
     decoders: tuple[str, ...] = ("ar",),
     language: str = "en",
+    full_window: bool = True,
 ) -> Path:
     """Converts an HF or CTranslate2 Whisper directory into a checkpoint directory.
 
@@ -703,9 +704,11 @@ def convert_whisper(
     "mdm" (the same weights as a bidirectional MDM-ASR decoder, to be fine-tuned).
     The checkpoint's `decoding` section records the token suppression faster-whisper applies,
     so greedy decoding of the converted model reproduces faster-whisper's transcripts.
+    full_window: pad every input to Whisper's 30 s window inside the encoder (what the released
+    weights expect); False runs short inputs in short windows (faster, less accurate zero-shot).
     """
     from mdm_asr_jax.audio import FeatureConfig
-    from mdm_asr_jax.nn.whisper import whisper_model_config
+    from mdm_asr_jax.nn.whisper import WHISPER_FRAMES, whisper_model_config
     from mdm_asr_jax.text import WhisperTokenizer
     from mdm_asr_jax.train.checkpoint import export_checkpoint
 
@@ -730,6 +733,7 @@ def convert_whisper(
         tokenizer.eos_id,
         ar_decoder="ar" in decoders,
         mdm_decoder="mdm" in decoders,
+        min_frames=WHISPER_FRAMES if full_window else 0,
     )
     params = whisper_params(weights, config, tokenizer.eot_id)
     decoding = {
