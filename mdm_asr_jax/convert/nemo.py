@@ -684,8 +684,11 @@ def nemo_params(
     return nested, m.report
 
 
-def check_params_against_model(params: dict[str, Any], model_config: ModelConfig) -> None:
-    """Every param the model expects is present with the same shape, and nothing else."""
+def check_params_against_model(
+    params: dict[str, Any], model_config: ModelConfig, report: ConversionReport | None = None
+) -> None:
+    """Every param the model expects is present with the same shape, and nothing else; a
+    mismatch names the param and (with `report`) the NeMo tensor it came from."""
     import flax
     import jax
 
@@ -701,10 +704,15 @@ def check_params_against_model(params: dict[str, Any], model_config: ModelConfig
         raise NemoConversionError(
             f"converted params do not match the model: missing {missing[:6]}, extra {extra[:6]}"
         )
+    sources: dict[str, list[str]] = {}
+    for source, path in (report.mapped if report else {}).items():
+        sources.setdefault(path.split(" ")[0], []).append(source)
     for path, spec in expected.items():
         if tuple(got[path].shape) != tuple(spec.shape):
+            origin = ", ".join(sources.get(path, [])) or "?"
             raise NemoConversionError(
-                f"param {path}: converted shape {got[path].shape} != model shape {spec.shape}"
+                f"tensor {origin} -> param {path}: shape {got[path].shape} does not fit the "
+                f"model's {tuple(spec.shape)} (the archive's config and weights disagree)"
             )
 
 
@@ -770,7 +778,7 @@ def convert_nemo(
             eos_id=tokenizer.eos_id,
         ).validate()
         params, report = nemo_params(archive, model_config, tokenizer.piece_count)
-        check_params_against_model(params, model_config)
+        check_params_against_model(params, model_config, report)
         features, warnings = feature_config_from_nemo(archive.config)
         report.warnings.extend(warnings)
         report.warnings.extend(
