@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import numpy as np
 import soundfile
 from absl import logging
 
-from mdm_asr_jax.audio import SAMPLE_RATE, AudioError, load_audio
+from mdm_asr_jax.audio import SAMPLE_RATE, AudioError, decode_audio_bytes, load_audio
 from mdm_asr_jax.data.manifest import ManifestEntry, ManifestError, Problem, read_manifest
 
 TFDS_PREFIX = "tfds:"
@@ -129,7 +130,7 @@ class TFDSSource:
     """Utterances of a TFDS split read through `tfds.data_source` (array_record files).
 
     Audio is the `audio` or `speech` feature (int16 at 16 kHz, as LibriSpeech and our manifest
-    builder store it, or float), text the `text` feature. TFDS records carry no duration, so the
+    builder store it, float, or encoded file bytes), text the `text` feature. TFDS records carry no duration, so the
     first use scans the split once and caches texts and durations as JSON in `index_cache_dir`
     (default `~/.cache/mdm_asr_jax/tfds_index`).
     """
@@ -186,9 +187,13 @@ class TFDSSource:
 
         def scan(i: int) -> tuple[str, float, str | None]:
             record = self._data[i]
-            audio = np.asarray(record[self._audio_key])
+            value = record[self._audio_key]
+            if isinstance(value, bytes):  # Encoded audio (e.g. a lazy_decode config): header.
+                seconds = soundfile.info(io.BytesIO(value)).duration
+            else:
+                seconds = np.asarray(value).shape[0] / SAMPLE_RATE
             ident = record.get(self._id_key) if self._id_key else None
-            return _as_text(record[self._text_key]), audio.shape[0] / SAMPLE_RATE, _as_id(ident)
+            return _as_text(record[self._text_key]), seconds, _as_id(ident)
 
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             rows = list(pool.map(scan, range(len(self._data)), chunksize=64))
@@ -219,9 +224,12 @@ class TFDSSource:
 
     def load(self, i: int) -> np.ndarray:
         try:
-            audio = np.asarray(self._data[i][self._audio_key])
+            value = self._data[i][self._audio_key]
         except Exception as err:
             raise AudioError(f"cannot read record {i} of {self.where}: {err}") from err
+        if isinstance(value, bytes):  # Encoded audio file: decode and resample like load_audio.
+            return decode_audio_bytes(value, SAMPLE_RATE, name=f"record {i} of {self.where}")
+        audio = np.asarray(value)
         if audio.ndim == 2:  # [N, C]
             audio = audio.mean(axis=1)
         if audio.size == 0:
