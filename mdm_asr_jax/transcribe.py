@@ -136,7 +136,8 @@ def split_points(
     Returns [(start, end)] sample ranges that cover [0, N) exactly, without overlap. For each
     cut, the RMS energy over `energy_seconds` (hop 10 ms) is computed in the last
     `search_seconds` of the current window and the cut goes at the centre of the quietest
-    frame (the latest one on ties, to keep pieces long).
+    frame (the latest one on ties, to keep pieces long). The last piece is at least 1 s long
+    (or a quarter window), so no sliver of audio is decoded on its own.
     """
     if window_seconds <= 0:
         raise ValueError(f"window_seconds={window_seconds} must be > 0")
@@ -144,10 +145,12 @@ def split_points(
     search = max(1, min(int(search_seconds * sample_rate), window // 2))
     frame = max(1, int(energy_seconds * sample_rate))
     hop = max(1, sample_rate // 100)
+    min_last = min(sample_rate, window // 4)  # never leave a sliver (< 1 s) as the last piece
     num = audio.shape[0]
     pieces, start = [], 0
     while num - start > window:
-        lo, hi = start + window - search, start + window
+        hi = min(start + window, num - min_last)
+        lo = max(start + 1, hi - search)
         region = audio[max(lo - frame // 2, 0) : hi + frame // 2].astype(np.float64)
         power = np.convolve(region**2, np.ones(frame) / frame, mode="valid")
         offsets = np.arange(0, power.shape[0], hop)
@@ -259,7 +262,9 @@ class Transcriber:
         config = self.checkpoint.model_config
         rate = self.checkpoint.feature_config.sample_rate
         tokenizer = self.checkpoint.tokenizer
-        order = sorted(range(len(pieces)), key=lambda i: pieces[i].features.shape[0])
+        # Pieces without a single feature frame (a few ms of audio) have no text to find.
+        decodable = [i for i in range(len(pieces)) if pieces[i].features.shape[0] > 0]
+        order = sorted(decodable, key=lambda i: pieces[i].features.shape[0])
         for first in range(0, len(order), self.batch_size):
             chunk = order[first : first + self.batch_size]
             items = [

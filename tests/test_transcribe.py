@@ -124,3 +124,9 @@ def test_transcribe_cli_writes_one_line_per_file(checkpoint, tmp_path, monkeypat
     assert [r["audio"] for r in rows] == [str(f) for f in files]
     assert all(r["text"] in DIGITS and len(r["segments"]) == 1 for r in rows)
     assert "RTFx" in capsys.readouterr().err
+
+
+def test_no_sliver_is_left_as_the_last_piece():
+    audio = _bursts([], 10.05)
+    pieces = tr.split_points(audio, RATE, window_seconds=10.0, search_seconds=3.0)
+    assert len(pieces) == 2 and pieces[-1][1] - pieces[-1][0] >= RATE
