@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,6 +22,8 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # progress lines are printed; logs on demand
     from mdm_asr_jax.train.trainer import train_and_evaluate
 
     results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)

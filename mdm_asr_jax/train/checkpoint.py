@@ -62,9 +62,14 @@ def write_config(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = directory / TOKENIZER_DIR
+    staging = directory / (TOKENIZER_DIR + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    # Save beside, then swap: the tokenizer may have been loaded from tokenizer_dir itself.
+    spec = tokenizer.save(staging)
     if tokenizer_dir.exists():
         shutil.rmtree(tokenizer_dir)
-    spec = tokenizer.save(tokenizer_dir)
+    staging.rename(tokenizer_dir)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "

@@ -24,6 +24,7 @@ from typing import Any
 
 import flax.linen as nn
 import flax.struct
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -279,8 +280,6 @@ def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
-    from mdm_asr_jax.data import pipeline
-
     workdir = Path(workdir).absolute()
     if config.mesh.multihost:
         jax.distributed.initialize()
@@ -320,9 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if config.model.init_from:
         state = _load_pretrained(state, config.model.init_from, config.model.init_map)
 
-    train_iter = pipeline.make_train_iterator(
-        data, tokenizer, features, model_config, objective, seed=config.seed
-    )
+    train_pipeline = make_train_pipeline(data, tokenizer, features, objective, config.seed)
+    train_iter = iter(train_pipeline)
     manager = ocp.CheckpointManager(
         workdir / ckpt.CHECKPOINTS_DIR,
         options=ocp.CheckpointManagerOptions(
@@ -341,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             start_step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data_iter=pipeline.checkpoint_restore_args(train_iter),
+                data_iter=grain.checkpoint.CheckpointRestore(train_iter),
             ),
         )
         state = restored["state"]
@@ -359,71 +357,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     results: dict[str, Any] = {}
     last_time, last_step = time.time(), start_step
     step = start_step
-    with mesh, nn.logical_axis_rules(rules):
-        while step < num_steps:
-            batch = sharding.global_batch(next(train_iter), mesh)
-            state, metrics = train_step(state, batch, train_key)
-            step += 1
-            if step % config.train.log_every == 0 or step == num_steps or step == start_step + 1:
-                host = _host_metrics(metrics)
-                if host["finite"] < 1.0:
-                    raise TrainError(
-                        f"non-finite loss at step {step} ({host}); lower optim.learning_rate, "
-                        "enable optim.clip_norm, or check the data (empty audio, overlong text)"
+    try:
+        with mesh, nn.logical_axis_rules(rules):
+            while step < num_steps:
+                batch = sharding.global_batch(next(train_iter), mesh)
+                state, metrics = train_step(state, batch, train_key)
+                step += 1
+                if (
+                    step % config.train.log_every == 0
+                    or step == num_steps
+                    or step == start_step + 1
+                ):
+                    host = _host_metrics(metrics)
+                    if host["finite"] < 1.0:
+                        raise TrainError(
+                            f"non-finite loss at step {step} ({host}); lower optim.learning_rate, "
+                            "enable optim.clip_norm, or check the data (empty audio, overlong text)"
+                        )
+                    host["learning_rate"] = float(schedule(step))
+                    now = time.time()
+                    rate = (step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    writer.scalars(step, host)
+                    writer.progress(step, host, rate)
+                    results["train"] = host
+                do_eval = config.train.eval_every > 0 and (
+                    step % config.train.eval_every == 0 or step == num_steps
+                )
+                if do_eval and (data.dev_manifest or data.dev_tfds):
+                    eval_params = state.ema_params if ema else state.params
+                    results["eval"] = run_eval(
+                        model_config,
+                        eval_params,
+                        tokenizer,
+                        features,
+                        data,
+                        config,
+                        jax.random.fold_in(eval_key, step),
                     )
-                host["learning_rate"] = float(schedule(step))
-                now = time.time()
-                rate = (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                writer.scalars(step, host)
-                writer.progress(step, host, rate)
-                results["train"] = host
-            do_eval = config.train.eval_every > 0 and (
-                step % config.train.eval_every == 0 or step == num_steps
-            )
-            if do_eval and (data.dev_manifest or data.dev_tfds):
-                eval_params = state.ema_params if ema else state.params
-                results["eval"] = run_eval(
-                    model_config,
-                    eval_params,
-                    tokenizer,
-                    features,
-                    data,
-                    config,
-                    jax.random.fold_in(eval_key, step),
-                )
-                writer.scalars(
-                    step,
-                    {k: v for k, v in results["eval"].items() if isinstance(v, int | float)},
-                    prefix="eval",
-                )
-                if jax.process_index() == 0:
-                    print(
-                        f"eval step {step}: "
-                        + json.dumps(
-                            {
-                                k: results["eval"][k]
-                                for k in ("wer", "rtfx", "mean_nfe", "sampler")
-                                if k in results["eval"]
-                            }
+                    writer.scalars(
+                        step,
+                        {k: v for k, v in results["eval"].items() if isinstance(v, int | float)},
+                        prefix="eval",
+                    )
+                    if jax.process_index() == 0:
+                        print(
+                            f"eval step {step}: "
+                            + json.dumps(
+                                {
+                                    k: results["eval"][k]
+                                    for k in ("wer", "rtfx", "mean_nfe", "sampler")
+                                    if k in results["eval"]
+                                }
+                            ),
+                            flush=True,
+                        )
+                    if best is None or results["eval"]["wer"] < best["wer"]:
+                        best = {"step": step, "wer": results["eval"]["wer"]}
+                        _write_best(workdir, best)
+                if step % config.train.checkpoint_every == 0 or step == num_steps:
+                    inference = state.ema_params if ema else state.params
+                    manager.save(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardSave(state),
+                            params=ocp.args.StandardSave(inference),
+                            data_iter=grain.checkpoint.CheckpointSave(train_iter),
                         ),
-                        flush=True,
                     )
-                if best is None or results["eval"]["wer"] < best["wer"]:
-                    best = {"step": step, "wer": results["eval"]["wer"]}
-                    _write_best(workdir, best)
-            if step % config.train.checkpoint_every == 0 or step == num_steps:
-                inference = state.ema_params if ema else state.params
-                manager.save(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(state),
-                        params=ocp.args.StandardSave(inference),
-                        data_iter=pipeline.checkpoint_save_args(train_iter),
-                    ),
-                )
-    manager.wait_until_finished()
-    manager.close()
+    finally:
+        manager.wait_until_finished()
+        manager.close()
     if data.test_manifest and config.eval.final_samplers:
         final_params = state.ema_params if ema else state.params
         results["final"] = []
@@ -445,6 +449,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if jax.process_index() == 0:
             (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
     return results
+
+
+def make_train_pipeline(data, tokenizer, features, objective: ObjectiveConfig, seed: int):
+    """The grain training pipeline for `config.data` (manifest or TFDS split)."""
+    from mdm_asr_jax.data.pipeline import DataConfig, make_pipeline
+
+    source = data.train_manifest or f"tfds:{data.train_tfds}"
+    data_config = DataConfig(
+        source=source,
+        batch_size=data.batch_size,
+        frame_buckets=tuple(int(b) for b in data.frame_buckets),
+        max_tokens=objective.canvas_length - 1,  # room for at least one EOS on the canvas
+        max_seconds=data.max_seconds,
+        seed=seed,
+        shuffle=data.shuffle,
+        num_workers=data.num_workers,
+        strict=data.strict,
+        tfds_data_dir=data.tfds_data_dir or None,
+    )
+    pipeline = make_pipeline(data_config, tokenizer=tokenizer, feature_config=features, train=True)
+    if pipeline.report.num_dropped and jax.process_index() == 0:
+        print(f"training data: {pipeline.report.summary()}", flush=True)
+    return pipeline
 
 
 _UNSET = object()
