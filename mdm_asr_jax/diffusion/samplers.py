@@ -117,7 +117,7 @@ class SamplerConfig:
 
     @property
     def family(self) -> str:
-        """"mdm" (masked diffusion), "ar" (autoregressive baseline) or "ctc"."""
+        """ "mdm" (masked diffusion), "ar" (autoregressive baseline) or "ctc"."""
         return _REGISTRY[self.name][0]
 
     @property
@@ -130,7 +130,9 @@ class SamplerConfig:
         """Canonical spec string, with every parameter written out."""
         if not self.params:
             return self.name
-        body = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        body = ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items()
+        )
         return f"{self.name}({body})"
 
     def __str__(self) -> str:
@@ -198,7 +200,11 @@ def parse_sampler(spec: str | SamplerConfig) -> SamplerConfig:
             else:
                 value = float(raw)
         except ValueError:
-            expect = "one of " + "|".join(default) if isinstance(default, tuple) else type(default).__name__
+            expect = (
+                "one of " + "|".join(default)
+                if isinstance(default, tuple)
+                else type(default).__name__
+            )
             raise SamplerSpecError(
                 f"sampler spec {spec!r}: {key}={raw!r} is invalid; expected {expect}"
             ) from None
@@ -264,13 +270,21 @@ class TokenStats(NamedTuple):
     margin: Array | None  # [B,L] float32 p1 - p2
 
 
+def _gumbel_argmax(logits: Array, uniform: Array) -> Array:
+    """A sample of softmax(logits) per position from uniforms [..., V] (Gumbel-max trick)."""
+    tiny = jnp.finfo(jnp.float32).tiny
+    gumbel = -jnp.log(-jnp.log(jnp.clip(uniform, tiny, 1.0 - 1e-7)))
+    return jnp.argmax(logits + gumbel, axis=-1)
+
+
 def token_stats(
-    logits: Array, *, temperature: float, keys: Array | None, with_margin: bool = False
+    logits: Array, *, temperature: float, uniform: Array | None = None, with_margin: bool = False
 ) -> TokenStats:
     """Candidate tokens and float32 confidence / entropy / margin from (masked) logits [B,L,V].
 
     temperature 0: argmax tokens, statistics of softmax(logits). temperature T > 0: tokens drawn
-    from softmax(logits / T) with one key per row (`keys` [B]); statistics of that distribution.
+    from softmax(logits / T) using `uniform` [B,L,V] in (0, 1) (Gumbel-max); statistics of that
+    tempered distribution.
     """
     logits = logits.astype(jnp.float32)
     if temperature > 0:
@@ -280,7 +294,7 @@ def token_stats(
     entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
     entropy = jnp.maximum(entropy, 0.0)
     if temperature > 0:
-        candidate = jax.vmap(lambda k, lg: jax.random.categorical(k, lg, axis=-1))(keys, logits)
+        candidate = _gumbel_argmax(logits, uniform)
     else:
         candidate = jnp.argmax(logits, axis=-1)
     candidate = candidate.astype(jnp.int32)
@@ -304,7 +318,9 @@ def pbeb_scores(confidence: Array, positions: Array, lam: float) -> Array:
 
 def entropy_budget_excess(sorted_entropy: Array) -> Array:
     """sum(H) - max(H) over each prefix of entropies in commit order [..., L] (non-decreasing)."""
-    return jnp.cumsum(sorted_entropy, axis=-1) - lax.cummax(sorted_entropy, axis=sorted_entropy.ndim - 1)
+    return jnp.cumsum(sorted_entropy, axis=-1) - lax.cummax(
+        sorted_entropy, axis=sorted_entropy.ndim - 1
+    )
 
 
 def _order_and_rank(score: Array, live: Array) -> tuple[Array, Array]:
@@ -345,18 +361,20 @@ def select_commits(
     live: Array,
     step: Array,
     num_steps: int,
-    keys: Array,
+    uniform: Array | None = None,
 ) -> Array:
-    """The positions [B,L] bool that `config`'s rule commits at `step` (before the last-step fill)."""
+    """The positions [B,L] bool that `config`'s rule commits at `step` (before the last-step fill).
+
+    `uniform` [B,L] in [0, 1) drives the random rules (random, dfm); others ignore it.
+    """
     n_live = jnp.sum(live, axis=-1).astype(jnp.int32)  # [B]
     positions = jnp.arange(live.shape[-1])[None, :]
     name = config.name
     if name == "dfm" or (name == "random" and config.mode == "bernoulli"):
-        uniform = jax.vmap(lambda k: jax.random.uniform(k, live.shape[-1:]))(keys)
         probability = 1.0 / (num_steps - step).astype(jnp.float32)
         return live & (uniform < probability)
     if name == "random":
-        score = jax.vmap(lambda k: jax.random.uniform(k, live.shape[-1:]))(keys)
+        score = uniform
         count = schedule_count(n_live, step, num_steps, "linear")
         _, rank = _order_and_rank(score, live)
     elif name == "topk":
@@ -364,7 +382,9 @@ def select_commits(
         _, rank = _order_and_rank(stats.confidence, live)
     elif name in ("eb", "pbeb"):
         if name == "pbeb":
-            score = pbeb_scores(stats.confidence, jnp.broadcast_to(positions, live.shape), config.lam)
+            score = pbeb_scores(
+                stats.confidence, jnp.broadcast_to(positions, live.shape), config.lam
+            )
         elif config.proxy == "entropy":
             score = -stats.entropy
         elif config.proxy == "confidence":
@@ -454,6 +474,7 @@ def mdm_sample(
     canvas = jnp.where(position[None, :] < lengths[:, None], mask_id, eos_id).astype(jnp.int32)
     row_keys = _row_keys(key, batch_size)
     forbidden_arr = jnp.asarray(forbidden, jnp.int32)
+    needs_random = config.temperature > 0 or config.name in ("random", "dfm")
 
     trajectory = None
     if record:
@@ -464,7 +485,9 @@ def mdm_sample(
             entropy=jnp.zeros((nfe, *shape), jnp.float32),
             steps=jnp.zeros((), jnp.int32),
         )
-    state = DecodeState(canvas, jnp.zeros((), jnp.int32), jnp.zeros((batch_size,), jnp.int32), trajectory)
+    state = DecodeState(
+        canvas, jnp.zeros((), jnp.int32), jnp.zeros((batch_size,), jnp.int32), trajectory
+    )
 
     def cond(state: DecodeState) -> Array:
         running = state.step < nfe
@@ -474,17 +497,25 @@ def mdm_sample(
 
     def body(state: DecodeState) -> DecodeState:
         live = state.canvas == mask_id  # [B,L]
-        step_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, state.step)))(row_keys)
-        token_keys, position_keys = step_keys[:, 0], step_keys[:, 1]
         logits = logits_fn(state.canvas).astype(jnp.float32)  # [B,L,V]
         logits = logits.at[..., forbidden_arr].set(NEG_LOGIT)
+        # One uniform draw per row and step: [..., :V] for token sampling, [..., V] for positions.
+        uniform = None
+        if needs_random:
+            uniform = jax.vmap(
+                lambda k: jax.random.uniform(
+                    jax.random.fold_in(k, state.step), (canvas_length, logits.shape[-1] + 1)
+                )
+            )(row_keys)  # [B,L,V+1]
         stats = token_stats(
             logits,
             temperature=config.temperature,
-            keys=token_keys,
+            uniform=None if uniform is None else uniform[..., :-1],
             with_margin=config.name == "eb" and config.proxy == "margin",
         )
-        commit = select_commits(config, stats, live, state.step, nfe, position_keys)
+        commit = select_commits(
+            config, stats, live, state.step, nfe, None if uniform is None else uniform[..., -1]
+        )
         commit = jnp.where(state.step == nfe - 1, live, commit & live)
         new_canvas = jnp.where(commit, stats.candidate, state.canvas)
         new_canvas = truncate_after_eos(new_canvas, eos_id)
