@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -321,3 +322,15 @@ def test_unsupported_encoder_setting_is_named():
     bad = {**NEMO_CONFIG, "encoder": {**NEMO_CONFIG["encoder"], "subsampling": "striding"}}
     with pytest.raises(NemoConversionError, match="encoder.subsampling"):
         encoder_config_from_nemo(bad)
+
+
+def test_finetune_config_turns_the_converted_ar_decoder_into_a_bidirectional_mdm_decoder():
+    from mdm_asr_jax.nn.fastconformer import canary_finetune_config
+
+    base = model_config(heads=("ar",))
+    tuned = canary_finetune_config(base, mdm=True, ar=False, dropout=0.1, max_length=16)
+    assert tuned.ar_decoder is None and tuned.mdm_decoder.bidirectional
+    assert tuned.mdm_decoder.max_length == 16 and tuned.encoder.dropout == 0.1
+    assert dataclasses.replace(
+        tuned.mdm_decoder, bidirectional=False, dropout=0.0, max_length=32
+    ) == (base.ar_decoder)
