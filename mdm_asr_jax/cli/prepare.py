@@ -14,6 +14,9 @@ Subcommands (each prints one JSON line: what it wrote and what it dropped):
   tfds   a TFDS dataset (array_record) from manifests, read back with source=tfds:NAME/SPLIT:
            mdm-asr-prepare tfds --name=synth_digits --data_dir=data/tfds \\
              --manifests=train=data/synth/train.jsonl,test=data/synth/test.jsonl
+  index  scan a TFDS split once (texts, durations for bucketing) and cache the result next to
+         the dataset, so the hosts of a multi-host job don't each scan it:
+           mdm-asr-prepare index --source=tfds:librispeech/train_clean100 --data_dir=/data/tfds
   check  validate a manifest (lines, files, audio headers) and list its problems:
            mdm-asr-prepare check --manifest=data/synth/train.jsonl
 """
@@ -66,10 +69,12 @@ flags.DEFINE_bool("lowercase", False, "spm: case-fold the text.")
 flags.DEFINE_string("spm_name", "tokenizer", "spm: model file name (NAME.model).")
 # tfds.
 flags.DEFINE_string("name", None, "tfds: dataset name (lower_snake_case).")
-flags.DEFINE_string("data_dir", None, "tfds: TFDS data_dir to write into.")
+flags.DEFINE_string("data_dir", None, "tfds: TFDS data_dir to write into; index: to read.")
 flags.DEFINE_string("version", "1.0.0", "tfds: dataset version.")
-# check.
+# check / index.
 flags.DEFINE_string("manifest", None, "check: the manifest to validate.")
+flags.DEFINE_string("source", None, "index: tfds:NAME/SPLIT to scan (with --data_dir).")
+flags.DEFINE_string("index_cache_dir", None, "index: where to cache (default: next to the data).")
 
 
 def _require(*names: str) -> None:
@@ -223,12 +228,31 @@ def check_command() -> dict:
     }
 
 
+def index_command() -> dict:
+    from mdm_asr_jax.data.sources import SourceError, TFDSSource
+
+    _require("source")
+    if not FLAGS.source.startswith("tfds:"):
+        raise SourceError(f"--source={FLAGS.source!r}: index is for TFDS splits (tfds:NAME/SPLIT).")
+    source = TFDSSource(
+        FLAGS.source, data_dir=FLAGS.data_dir, index_cache_dir=FLAGS.index_cache_dir
+    )
+    hours = sum(source.seconds(i) for i in range(len(source))) / 3600
+    return {
+        "source": FLAGS.source,
+        "utterances": len(source),
+        "hours": round(hours, 4),
+        "index": source.index_path,
+    }
+
+
 # Subcommand name -> function run after flag parsing (returns a JSON-able summary).
 SUBCOMMANDS: dict[str, Callable[[], dict]] = {
     "synth": synth_command,
     "fsdd": fsdd_command,
     "spm": spm_command,
     "tfds": tfds_command,
+    "index": index_command,
     "check": check_command,
 }
 

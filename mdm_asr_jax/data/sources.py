@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,9 +131,12 @@ class TFDSSource:
     """Utterances of a TFDS split read through `tfds.data_source` (array_record files).
 
     Audio is the `audio` or `speech` feature (int16 at 16 kHz, as LibriSpeech and our manifest
-    builder store it, float, or encoded file bytes), text the `text` feature. TFDS records carry no duration, so the
-    first use scans the split once and caches texts and durations as JSON in `index_cache_dir`
-    (default `~/.cache/mdm_asr_jax/tfds_index`).
+    builder store it, float, or encoded file bytes), text the `text` feature. TFDS records carry
+    no duration, so the first use scans the split once (every record, `scan_threads` threads)
+    and caches texts and durations as JSON: in `index_cache_dir` if given, else next to the
+    dataset (`DATA_DIR/NAME/.../mdm_asr_index/`, shared by all hosts reading one bucket; run
+    `mdm-asr-prepare index` once before a multi-host job) or, if that is read-only,
+    `~/.cache/mdm_asr_jax/tfds_index`. `index_path` says where it went.
     """
 
     def __init__(
@@ -141,7 +145,7 @@ class TFDSSource:
         *,
         data_dir: str | None = None,
         index_cache_dir: str | None = None,
-        scan_threads: int = 8,
+        scan_threads: int = 16,
     ):
         try:
             import tensorflow_datasets as tfds
@@ -164,25 +168,38 @@ class TFDSSource:
         self._audio_key = _pick_key(features, ("audio", "speech"), "audio", spec)
         self._text_key = _pick_key(features, ("text", "transcript"), "text", spec)
         self._id_key = "id" if "id" in features else None
+        self.index_path: str | None = None
         texts, seconds, ids = self._load_index(builder, index_cache_dir, scan_threads)
         self._texts = texts
         self._seconds = np.asarray(seconds, np.float64)
         self._ids = ids
         self.problems: list[Problem] = []
 
+    def _index_paths(self, builder: Any, cache_dir: str | None) -> list[Any]:
+        """Where the scan result may live, in order: `cache_dir` if given; else next to the
+        dataset (shared by every host of a pod reading the same bucket), then ~/.cache."""
+        from etils import epath
+
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.name}_{self.split}")
+        digest = hashlib.sha1(json.dumps([self.split, len(self._data)]).encode()).hexdigest()
+        if cache_dir:
+            return [epath.Path(cache_dir) / f"{safe}_{digest[:12]}.json"]
+        home = epath.Path(os.path.expanduser("~")) / ".cache" / "mdm_asr_jax" / "tfds_index"
+        local = hashlib.sha1(str(builder.data_dir).encode()).hexdigest()[:8]
+        return [
+            epath.Path(builder.data_dir) / "mdm_asr_index" / f"{safe}_{digest[:12]}.json",
+            home / f"{safe}_{digest[:12]}_{local}.json",
+        ]
+
     def _load_index(
         self, builder: Any, cache_dir: str | None, threads: int
     ) -> tuple[list[str], list[float], list[str | None]]:
-        cache_dir = cache_dir or os.path.join(
-            os.path.expanduser("~"), ".cache", "mdm_asr_jax", "tfds_index"
-        )
-        key = json.dumps([builder.data_dir, self.split, len(self._data)])
-        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-        path = os.path.join(cache_dir, f"{self.name.replace('/', '_')}_{digest}.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                cached = json.load(f)
-            return cached["texts"], cached["seconds"], cached["ids"]
+        paths = self._index_paths(builder, cache_dir)
+        for path in paths:
+            if path.exists():
+                self.index_path = str(path)
+                cached = json.loads(path.read_text())
+                return cached["texts"], cached["seconds"], cached["ids"]
         logging.info("Scanning %s (%d records) for texts and durations.", self.where, len(self))
 
         def scan(i: int) -> tuple[str, float, str | None]:
@@ -200,14 +217,17 @@ class TFDSSource:
         texts = [r[0] for r in rows]
         seconds = [r[1] for r in rows]
         ids = [r[2] for r in rows]
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = path + f".tmp{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"source": self.where, "texts": texts, "seconds": seconds, "ids": ids}, f)
-            os.replace(tmp, path)
-        except OSError as err:
-            logging.warning("Cannot cache the TFDS index at %s: %s", path, err)
+        payload = json.dumps({"source": self.where, "texts": texts, "seconds": seconds, "ids": ids})
+        for path in paths:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+                tmp.write_text(payload)
+                tmp.rename(path)
+                self.index_path = str(path)
+                break
+            except Exception as err:  # Read-only bucket, permissions...: try the next place.
+                logging.info("Cannot cache the TFDS index at %s: %s", path, err)
         return texts, seconds, ids
 
     def __len__(self) -> int:
