@@ -37,6 +37,7 @@ import io
 import json
 import math
 import pickle
+import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -162,10 +163,13 @@ class _TensorUnpickler(pickle.Unpickler):
         return self._storages[key]
 
 
-def read_torch_zip(data: bytes, name: str = "model_weights.ckpt") -> dict[str, np.ndarray]:
-    """A PyTorch state dict saved with `torch.save` (zip format) -> {name: numpy array}."""
+def read_torch_zip(
+    data: bytes | str | Path, name: str = "model_weights.ckpt"
+) -> dict[str, np.ndarray]:
+    """A PyTorch state dict saved with `torch.save` (zip format; bytes or a file path) ->
+    {name: numpy array}. Reads only tensors (a restricted unpickler), never runs code."""
     try:
-        zip_file = zipfile.ZipFile(io.BytesIO(data))
+        zip_file = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile as err:
         raise NemoConversionError(
             f"{name} is not a zip-format PyTorch checkpoint (saved by torch < 1.6?); re-save it "
@@ -232,9 +236,13 @@ def read_nemo(path: str | Path, extract_dir: str | Path | None = None) -> NemoAr
                 f"{sorted(members)[:10]}); is it a NeMo model archive?"
             )
         config = yaml.safe_load(tar.extractfile(members["model_config.yaml"]).read())
-        tensors = read_torch_zip(tar.extractfile(members["model_weights.ckpt"]).read())
         extract_dir = Path(extract_dir or tempfile.mkdtemp(prefix="nemo_tokenizers_"))
         extract_dir.mkdir(parents=True, exist_ok=True)
+        weights = extract_dir / "model_weights.ckpt"  # on disk: the zip is read lazily
+        with tar.extractfile(members["model_weights.ckpt"]) as src, open(weights, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        tensors = read_torch_zip(weights)
+        weights.unlink()
         tokenizer_cfg = config.get("tokenizer") or {}
         if str(tokenizer_cfg.get("type", "")).lower() != "agg":
             raise NemoConversionError(
