@@ -804,7 +804,12 @@ def convert_nemo(
             params,
             features,
             tokenizer,
-            decoding={"sampler": "pbeb(lam=0.2,gamma=0.05)", "nfe": 32},
+            decoding={
+                "sampler": "pbeb(lam=0.2,gamma=0.05)" if "mdm" in heads else "ar_greedy",
+                "nfe": 32,
+                # NeMo's vocabulary-rounding fillers and [MASK]: never text, never targets
+                "suppress_ids": list(range(tokenizer.piece_count, tokenizer.vocab_size)),
+            },
             info=info,
         )
     (Path(out) / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
