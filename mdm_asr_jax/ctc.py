@@ -5,6 +5,8 @@ Legend: B batch, S encoder frames, L labels, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,16 +30,36 @@ def ctc_loss(
     return jnp.sum(jnp.where(has_labels, per_seq, 0.0)), jnp.sum(label_mask.astype(jnp.float32))
 
 
-def ctc_greedy(logits: Array, mask: Array, blank_id: int = 0) -> list[list[int]]:
-    """Best path: argmax per frame, collapse repeats, drop blanks. Returns id lists per row."""
-    best = np.asarray(jnp.argmax(logits, axis=-1))
-    valid = np.asarray(mask)
-    out = []
-    for row, keep in zip(best, valid, strict=True):
-        ids, previous = [], None
-        for token in row[keep]:
-            if token != previous and token != blank_id:
-                ids.append(int(token))
-            previous = token
-        out.append(ids)
-    return out
+def ctc_greedy_tokens(
+    logits: Array, mask: Array, blank_id: int = 0, forbidden_ids: Sequence[int] = ()
+) -> tuple[Array, Array]:
+    """Best path, jittable: (tokens [B,S] int32 left-packed, padded with blank; lengths [B]).
+
+    argmax per valid frame (forbidden ids such as [MASK] excluded), collapse repeats, drop
+    blanks. A repeat separated by a blank (a, blank, a) stays two tokens. mask [B,S] marks
+    valid frames (a prefix of each row); masked frames emit nothing.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    forbidden = sorted(set(int(i) for i in forbidden_ids) - {blank_id})
+    if forbidden:
+        logits = logits.at[..., jnp.asarray(forbidden, jnp.int32)].set(-1e9)
+    best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B,S]
+    mask = jnp.asarray(mask, bool)
+
+    previous = jnp.pad(best, ((0, 0), (1, 0)), constant_values=-1)[:, :-1]  # [B,S]
+    keep = mask & (best != blank_id) & (best != previous)
+    lengths = jnp.sum(keep, axis=-1).astype(jnp.int32)
+    # Left-pack the kept tokens: kept frame j goes to slot (number kept before j).
+    slot = jnp.where(keep, jnp.cumsum(keep, axis=-1) - 1, best.shape[1])  # dropped -> out of range
+    rows = jnp.arange(best.shape[0])[:, None]
+    tokens = jnp.full(best.shape, blank_id, jnp.int32).at[rows, slot].set(best, mode="drop")
+    return tokens, lengths
+
+
+def ctc_greedy(
+    logits: Array, mask: Array, blank_id: int = 0, forbidden_ids: Sequence[int] = ()
+) -> list[list[int]]:
+    """Best path decoding (see `ctc_greedy_tokens`) as per-row id lists."""
+    tokens, lengths = ctc_greedy_tokens(logits, mask, blank_id, forbidden_ids)
+    tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+    return [[int(t) for t in row[:n]] for row, n in zip(tokens, lengths, strict=True)]
