@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on every GPU of one host: one process drives all local GPUs; the mesh's data axis
 # (config.mesh.shape = (-1, 1, 1)) spreads each global batch over them. Same code as one GPU.
-#   ./launch/gpu_multi.sh configs/librispeech.py /data/runs/ls960 [--config.key=value ...]
+#   ./launch/gpu_multi.sh configs/demo.py /tmp/demo [--config.key=value ...]
 # The global batch (config.data.batch_size) must divide by the number of GPUs.
 # Several hosts: start one process per host through SLURM (srun) or Open MPI (mpirun) and add
 # --config.mesh.multihost=True; jax.distributed.initialize() reads the launcher's settings.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train (and evaluate) on one GPU.
-#   ./launch/gpu_single.sh configs/librispeech.py /data/runs/ls960 [--config.key=value ...]
+#   ./launch/gpu_single.sh configs/demo.py /tmp/demo [--config.key=value ...]
 # CUDA_VISIBLE_DEVICES picks the GPU (default 0). XLA preallocates 75 % of GPU memory by
 # default; XLA_PYTHON_CLIENT_MEM_FRACTION changes that.
 set -euo pipefail

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the same command on every worker of the TPU VM, from the code folder, in the venv.
-#   ./launch/tpu_vm_run.sh mdm-asr-train --config=configs/librispeech.py --workdir=gs://BUCKET/ls960 \
+#   ./launch/tpu_vm_run.sh mdm-asr-train --config=configs/demo.py --workdir=/mnt/BUCKET/demo \
 #       --config.mesh.multihost=True
-#   ./launch/tpu_vm_run.sh mdm-asr-eval --multihost --checkpoint=gs://BUCKET/ls960 \
-#       --dataset=tfds:librispeech/test_clean --output=/tmp/test_clean.jsonl
+#   ./launch/tpu_vm_run.sh mdm-asr-eval --multihost --checkpoint=/mnt/BUCKET/demo \
+#       --manifest=/mnt/BUCKET/demo/data/demo/test.jsonl --output=/tmp/test.jsonl
+# (/mnt/BUCKET: a bucket mounted on every worker by tpu_vm_mount_bucket.sh.)
 # On a pod every host runs the command; jax.distributed.initialize() (multihost=True /
 # --multihost) connects them; only process 0 prints eval results and writes --output.
 # Output of each worker is prefixed by gcloud; the run stops if the SSH session ends, so for
