@@ -40,7 +40,7 @@ def test_prepare_synth_spm_check_chain(tmp_path):
 
 
 def test_prepare_reports_bad_input_without_traceback(tmp_path):
-    missing = _prepare("check", f"--manifest={tmp_path / 'nope.jsonl'}")
+    missing = _prepare("synth", f"--text_file={tmp_path / 'nope.txt'}", f"--out_dir={tmp_path}")
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     usage = _prepare("synth", f"--out_dir={tmp_path}")
