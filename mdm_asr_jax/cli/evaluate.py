@@ -190,6 +190,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: Sequence[str]) -> None:
+    FLAGS.mark_as_parsed()  # the values were parsed through absl's global FLAGS (see run())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {list(argv[1:])}; every option is a --flag")
     try:
