@@ -41,6 +41,7 @@ from mdm_asr_jax.eval.evaluate import (
     _unpack,
     as_checkpoint,
     check_sampler,
+    checkpoint_decode_kwargs,
     default_decode_fn,
     local_data_mesh,
     make_batch,
@@ -223,6 +224,7 @@ class Transcriber:
         search_seconds: float = 5.0,
         seed: int = 0,
         decode_fn: Callable[..., Any] | None = None,
+        decode_kwargs: dict[str, Any] | None = None,
     ):
         from mdm_asr_jax.nn.model import ASRModel
 
@@ -249,6 +251,7 @@ class Transcriber:
         self.mesh = local_data_mesh(self.batch_size)
         self.params = place_params(_inner_params(self.checkpoint.params), self.mesh)
         self.decode_fn = decode_fn or default_decode_fn()
+        self.decode_kwargs = {**checkpoint_decode_kwargs(self.checkpoint), **(decode_kwargs or {})}
         self.stats = {"audio_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         self._batches = 0
 
@@ -271,13 +274,20 @@ class Transcriber:
                 (i, pieces[i].features, (pieces[i].end - pieces[i].start) / rate, []) for i in chunk
             ]
             batch = make_batch(items, self.batch_size, config, tokenizer.pad_id)
+            # decode folds each row's index (here: the piece number) into the key.
             key = jax.random.fold_in(jax.random.key(self.seed), self._batches)
             self._batches += 1
             with CompileWatcher() as watcher:
                 start = time.perf_counter()
                 device_batch = place_batch(batch, self.mesh)
                 result = self.decode_fn(
-                    self.model, self.params, device_batch, self.sampler, self.nfe, key
+                    self.model,
+                    self.params,
+                    device_batch,
+                    self.sampler,
+                    self.nfe,
+                    key,
+                    **self.decode_kwargs,
                 )
                 result = jax.block_until_ready(jax.device_get(result))
                 elapsed = time.perf_counter() - start

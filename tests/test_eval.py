@@ -102,7 +102,7 @@ def make_stand_in(hyp_by_index: dict[int, list[int]], eos_id: int):
     `hyp_by_index[index]` for each row (EOS-terminated), nfe_used = 1 + index % 3, at most nfe.
     """
 
-    def decode(model, params, batch, spec, nfe, key):
+    def decode(model, params, batch, spec, nfe, key, **decode_kwargs):
         encoded, _ = _encode(model, params, batch["features"], batch["feature_mask"])
         jax.block_until_ready(encoded)
         index = np.asarray(batch["index"])
@@ -303,8 +303,9 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
     seen = {}
     stand_in = make_stand_in({}, loaded.model_config.eos_id)
 
-    def decode(model, params, batch, spec, nfe, key, canvas_length):
+    def decode(model, params, batch, spec, nfe, key, canvas_length, **decode_kwargs):
         seen["canvas_length"] = canvas_length
+        seen.update(decode_kwargs)
         return stand_in(model, params, batch, spec, nfe, key)
 
     result = ev.evaluate_params(
@@ -322,5 +323,7 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
         decode_fn=decode,
     )
     assert seen["canvas_length"] == 24
+    # The tokenizer's special ids (not EOS) are never to be emitted.
+    assert 1 in seen["forbidden_ids"] and loaded.model_config.eos_id not in seen["forbidden_ids"]
     assert result["n"] == 6 and result["step"] == 7 and result["nfe"] == 4
     assert result["wer"] == pytest.approx(100.0)  # empty hypotheses: every word deleted

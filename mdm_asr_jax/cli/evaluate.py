@@ -41,13 +41,31 @@ flags.DEFINE_string(
 )
 flags.DEFINE_multi_string(
     "sampler",
-    ["pbeb(lam=0.2,gamma=0.05)"],
+    None,
     "Sampler spec(s): pbeb(lam=..,gamma=..), eb(gamma=..), topk(schedule=..), dfm, random, "
-    "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas.",
+    "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas. "
+    "Default: the checkpoint's decoding.sampler, else pbeb(lam=0.2,gamma=0.05).",
     flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
-    "nfe", ["32"], "NFE cap(s) for MDM samplers; comma-separated or repeated.", flag_values=FLAGS
+    "nfe",
+    None,
+    "NFE cap(s) for MDM samplers; comma-separated or repeated. Default: the checkpoint's "
+    "decoding.nfe, else 32.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "canvas_length",
+    None,
+    "MDM canvas length L. Default: the checkpoint's decoding.canvas_length, else the decoder's "
+    "max_length minus the prompt.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+    "adaptive_canvas",
+    False,
+    "Size each batch's MDM canvas from its audio length (10 tokens/s, bucketed) instead.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).", flag_values=FLAGS)
 flags.DEFINE_string(
@@ -143,6 +161,11 @@ def run_from_flags() -> list[dict[str, Any]]:
             output.write(line + "\n")
             output.flush()
 
+    decode_kwargs: dict[str, Any] = {}
+    if FLAGS.canvas_length is not None:
+        decode_kwargs["canvas_length"] = FLAGS.canvas_length
+    if FLAGS.adaptive_canvas:
+        decode_kwargs["adaptive_canvas"] = True
     try:
         dataset = FLAGS.dataset
         if dataset is not None and dataset.startswith("tfds:"):
@@ -151,8 +174,9 @@ def run_from_flags() -> list[dict[str, Any]]:
             FLAGS.checkpoint,
             manifest=FLAGS.manifest,
             dataset=dataset,
-            samplers=split_specs(FLAGS.sampler),
-            nfes=parse_nfes(FLAGS.nfe),
+            samplers=split_specs(FLAGS.sampler or []),
+            nfes=parse_nfes(FLAGS.nfe or []),
+            decode_kwargs=decode_kwargs,
             batch_size=FLAGS.batch_size,
             normalizer=FLAGS.normalizer,
             hyps=FLAGS.hyps,

@@ -58,6 +58,8 @@ from mdm_asr_jax.nn.config import ModelConfig
 from mdm_asr_jax.train.checkpoint import LoadedCheckpoint, load_checkpoint
 
 Batch = dict[str, np.ndarray]
+DEFAULT_SAMPLER = "pbeb(lam=0.2,gamma=0.05)"  # the paper's sampler and settings
+DEFAULT_NFE = 32
 DecodeFn = Callable[..., Any]
 
 
@@ -362,6 +364,21 @@ def default_decode_fn() -> DecodeFn:
     return decode
 
 
+def checkpoint_decode_kwargs(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
+    """`decode` keyword defaults from a checkpoint: the canvas length it was trained with, and
+    the ids never to emit (its `suppress_ids` plus the tokenizer's special ids, EOS excepted)."""
+    decoding = checkpoint.decoding or {}
+    kwargs: dict[str, Any] = {}
+    if decoding.get("canvas_length"):
+        kwargs["canvas_length"] = int(decoding["canvas_length"])
+    forbidden = {int(i) for i in decoding.get("suppress_ids", ())}
+    forbidden |= {int(i) for i in getattr(checkpoint.tokenizer, "special_ids", ())}
+    forbidden.discard(int(checkpoint.model_config.eos_id))
+    if forbidden:
+        kwargs["forbidden_ids"] = tuple(sorted(forbidden))
+    return kwargs
+
+
 def _unpack(result: Any, eos_id: int) -> tuple[list[list[int]], np.ndarray | None]:
     """(per-row id lists, per-row NFE used or None) from a decode result."""
     ids = getattr(result, "ids", None)
@@ -463,7 +480,7 @@ class Evaluator:
         self.normalizer = normalizer
         self.decode_fn = decode_fn or default_decode_fn()
         self.seed = seed  # an int, or a jax PRNG key
-        self.decode_kwargs = dict(decode_kwargs or {})
+        self.decode_kwargs = {**checkpoint_decode_kwargs(checkpoint), **(decode_kwargs or {})}
         self.with_cer = with_cer
         self._device_batches: list[dict[str, Any]] | None = None
         self._warned_recompile = False
@@ -503,7 +520,7 @@ class Evaluator:
         for number, batch in enumerate(self._device()):
             host = self.eval_set.batches[number]
             audio_seconds = float(host["seconds"][host["example_mask"]].sum())
-            key = jax.random.fold_in(base_key, number)
+            key = base_key  # decode folds in each row's manifest index: batch-independent
             with CompileWatcher() as watcher:
                 start = time.perf_counter()
                 result = self._decode(batch, config.spec, nfe, key)
@@ -663,8 +680,8 @@ def evaluate_sweep(
     manifest: str | os.PathLike | None = None,
     dataset: str | None = None,
     eval_set: EvalSet | None = None,
-    samplers: Sequence[str] = ("pbeb(lam=0.2,gamma=0.05)",),
-    nfes: Sequence[int] = (32,),
+    samplers: Sequence[str] | None = None,
+    nfes: Sequence[int] | None = None,
     batch_size: int = 16,
     normalizer: str | Callable[[str], str] = "english",
     hyps: str | os.PathLike | None = None,
@@ -678,11 +695,18 @@ def evaluate_sweep(
 ) -> list[dict[str, Any]]:
     """Evaluates every (sampler, nfe) of a sweep on one eval set; one result dict each.
 
-    The checkpoint is loaded and the features computed once. With several runs, hypotheses go
+    The checkpoint is loaded and the features computed once. `samplers` / `nfes` default to
+    the checkpoint's decoding defaults (its config's `decoding.sampler` / `decoding.nfe`), else
+    PBEB (lam 0.2, gamma 0.05) at 32 NFEs. With several runs, hypotheses go
     to `hyps` with the run number inserted before the suffix (HYPS.0.jsonl, HYPS.1.jsonl, ...).
     `on_result` is called after each run (the CLI prints one JSON line per run as it goes).
     """
     checkpoint = as_checkpoint(checkpoint)
+    decoding = checkpoint.decoding or {}
+    if not samplers:
+        samplers = [decoding.get("sampler") or DEFAULT_SAMPLER]
+    if not nfes:
+        nfes = [int(decoding.get("nfe") or DEFAULT_NFE)]
     runs = sweep_runs(samplers, nfes)
     for spec, _ in runs:  # fail before loading audio when a head is missing
         check_sampler(spec, checkpoint.model_config, str(checkpoint.path))
@@ -716,12 +740,14 @@ def evaluate_sweep(
 def evaluate(
     checkpoint: str | os.PathLike | LoadedCheckpoint,
     *,
-    sampler: str = "pbeb(lam=0.2,gamma=0.05)",
-    nfe: int = 32,
+    sampler: str | None = None,
+    nfe: int | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Evaluates one sampler at one NFE cap; see `evaluate_sweep` for the other arguments."""
-    return evaluate_sweep(checkpoint, samplers=[sampler], nfes=[nfe], **kwargs)[0]
+    """Evaluates one sampler at one NFE cap (defaults: the checkpoint's); see `evaluate_sweep`."""
+    samplers = None if sampler is None else [sampler]
+    nfes = None if nfe is None else [nfe]
+    return evaluate_sweep(checkpoint, samplers=samplers, nfes=nfes, **kwargs)[0]
 
 
 def evaluate_params(
