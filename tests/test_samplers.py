@@ -359,10 +359,16 @@ def test_a_model_that_knows_the_answer_is_decoded_within_the_nfe_cap(spec):
 
 @pytest.mark.parametrize(
     "spec",
-    ["random", "dfm", "pbeb"]
+    ["dfm"]  # random positions and random tokens; the rest with `pytest -m slow`
     + [
         pytest.param(s, marks=pytest.mark.slow)
-        for s in ("random(mode=bernoulli)", "topk(schedule=cosine)", "eb(proxy=margin)")
+        for s in (
+            "random",
+            "pbeb",
+            "random(mode=bernoulli)",
+            "topk(schedule=cosine)",
+            "eb(proxy=margin)",
+        )
     ],
 )
 def test_batch_of_n_equals_n_runs_of_batch_of_one(spec):

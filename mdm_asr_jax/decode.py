@@ -1,0 +1,283 @@
+"""`decode`: the one entry point from a batch of features to token ids, for every sampler.
+
+Every caller (eval, transcribe, the notebook, benchmarks) goes through `decode(model, params,
+batch, spec, nfe, key)`. Inside one jit-compiled function (cached per sampler config, NFE,
+canvas / length settings, and by jax per input shapes):
+  1. encode the features once: (encoded [B,S,D], enc_mask [B,S]);
+  2. compute every decoder layer's cross-attention K/V once (`mdm_cross_kv` / `ar_cross_kv`);
+  3. run the sampler the spec names:
+     MDM (`random`, `dfm`, `topk`, `eb`, `pbeb`): `diffusion.samplers.mdm_sample` over
+       logits_fn(canvas) = model.mdm_logits(canvas, cross K/V), canvas [B,L];
+     `ar_greedy` / `ar_beam(size=K)`: `ar.ar_greedy` / `ar.ar_beam` over `model.ar_step` with an
+       explicit KV cache (encoder rows repeated K times for beam search);
+     `ctc_greedy`: `ctc.ctc_greedy_tokens` on `model.ctc_logits`.
+Ids never emitted: [MASK], pad, the prompt ids (BOS, Whisper's task tokens) and any
+`forbidden_ids` given (e.g. a tokenizer's other special ids; EOS is always allowed except in
+CTC output, which has none). Padding examples (`example_mask` False) get an empty canvas and
+cost no step. Each row's random key is `fold_in(key, batch["index"][row])`, so a row decodes
+the same whatever batch it lands in.
+
+Legend: B batch, T frames, M mel bins, S encoder frames, L canvas / output tokens, K beams.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdm_asr_jax import ar, ctc
+from mdm_asr_jax.diffusion import samplers
+
+Array = jax.Array
+FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
+
+
+class DecodeOutput(NamedTuple):
+    """What `decode` returns (host values)."""
+
+    ids: list[list[int]]  # per row: the transcript ids (before EOS; no special ids)
+    nfe_used: np.ndarray  # [B] int32 decoder evaluations a row used (MDM steps; AR tokens
+    #   incl. EOS; CTC 1)
+    tokens: np.ndarray  # [B,L] int32 raw output (MDM canvas / AR tokens / packed CTC tokens)
+    spec: str  # canonical sampler spec
+    texts: list[str] | None  # tokenizer.decode(ids) per row when a tokenizer was given
+    trajectory: samplers.Trajectory | None  # MDM with record=True (numpy arrays)
+
+
+def _variables(params: Any) -> dict[str, Any]:
+    if isinstance(params, Mapping) and set(params) == {"params"}:
+        variables = dict(params)
+    elif isinstance(params, Mapping) and "params" in params:
+        variables = dict(params)  # e.g. {"params", "batch_stats"}
+    else:
+        variables = {"params": params}
+    return nn.meta.unbox(variables)
+
+
+def _forbidden(config: Any, extra: Sequence[int], family: str) -> tuple[int, ...]:
+    ids = {config.pad_id, config.mask_id, *config.prompt_ids, *extra}
+    if family == "ctc":
+        ids |= {config.eos_id}
+        ids.discard(config.pad_id)  # the blank is handled by the collapse
+    else:
+        ids.discard(config.eos_id)
+    return tuple(sorted(int(i) for i in ids))
+
+
+def _check_heads(model_config: Any, sampler: samplers.SamplerConfig) -> None:
+    need = {"mdm": "mdm_decoder", "ar": "ar_decoder", "ctc": "ctc"}[sampler.family]
+    if not getattr(model_config, need):
+        raise ValueError(
+            f"sampler {sampler.spec!r} needs the model's {need}, which this model does not have"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    model: nn.Module,
+    sampler: samplers.SamplerConfig,
+    nfe: int,
+    length: int,
+    forbidden: tuple[int, ...],
+    record: bool,
+    fixed_steps: bool,
+) -> Any:
+    """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
+    config = model.config
+
+    def encode(variables, features, feature_mask):
+        return model.apply(variables, features, feature_mask, method=model.encode)
+
+    def run_mdm(variables, features, feature_mask, row_keys, row_lengths):
+        encoded, enc_mask = encode(variables, features, feature_mask)
+        cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
+
+        def logits_fn(canvas):  # [B,L] -> [B,L,V]
+            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+
+        out = samplers.mdm_sample(
+            logits_fn,
+            features.shape[0],
+            length,
+            spec=sampler,
+            nfe=nfe,
+            key=row_keys,
+            mask_id=config.mask_id,
+            eos_id=config.eos_id,
+            forbidden_ids=forbidden,
+            lengths=row_lengths,
+            record=record,
+            fixed_steps=fixed_steps,
+        )
+        return out.tokens, out.nfe_used, out.trajectory
+
+    def run_ar(variables, features, feature_mask, row_keys, row_lengths):
+        del row_keys, row_lengths  # AR decoding is deterministic and runs to EOS
+        encoded, enc_mask = encode(variables, features, feature_mask)
+        batch = features.shape[0]
+        beams = sampler.size if sampler.name == "ar_beam" else 1
+        cross_kv = model.apply(variables, encoded, method=model.ar_cross_kv)
+        if beams > 1:  # row b * K + k is beam k of example b
+            repeat = functools.partial(jnp.repeat, repeats=beams, axis=0)
+            cross_kv, enc_mask = jax.tree.map(repeat, cross_kv), repeat(enc_mask)
+        cache = model.apply(
+            variables, batch * beams, len(config.prompt_ids) + length, method=model.ar_init_cache
+        )
+
+        def step_fn(tokens, position, cache):
+            return model.apply(
+                variables, tokens, position, cache, cross_kv, enc_mask, method=model.ar_step
+            )
+
+        common = dict(
+            prompt_ids=config.prompt_ids,
+            batch_size=batch,
+            max_len=length,
+            eos_id=config.eos_id,
+            forbidden_ids=forbidden,
+        )
+        if beams > 1:
+            out = ar.ar_beam(
+                step_fn, cache, beam_size=beams, length_penalty=sampler.length_penalty, **common
+            )
+        else:
+            out = ar.ar_greedy(step_fn, cache, **common)
+        return out.tokens, jnp.minimum(out.lengths + 1, length), None
+
+    def run_ctc(variables, features, feature_mask, row_keys, row_lengths):
+        del row_keys, row_lengths
+        encoded, enc_mask = encode(variables, features, feature_mask)
+        logits = model.apply(variables, encoded, method=model.ctc_logits)
+        tokens, lengths = ctc.ctc_greedy_tokens(logits, enc_mask, config.pad_id, forbidden)
+        # Mark the end with EOS so the output reads like the other samplers'.
+        ended = jnp.arange(tokens.shape[1])[None] >= lengths[:, None]
+        tokens = jnp.where(ended, config.eos_id, tokens)
+        return tokens, jnp.ones_like(lengths), None
+
+    run = {"mdm": run_mdm, "ar": run_ar, "ctc": run_ctc}[sampler.family]
+    return jax.jit(run)
+
+
+def _row_keys(key: Array | int | None, batch: Mapping[str, Any], batch_size: int) -> Array:
+    if key is None:
+        key = 0
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+    if "index" in batch:
+        index = jnp.asarray(batch["index"], jnp.int32)
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return jax.random.split(key, batch_size)
+
+
+def decode(
+    model: nn.Module,
+    params: Any,
+    batch: Mapping[str, Any],
+    spec: str | samplers.SamplerConfig,
+    nfe: int | None = samplers.DEFAULT_NFE,
+    key: Array | int | None = None,
+    *,
+    canvas_length: int | None = None,
+    adaptive_canvas: bool = False,
+    tokens_per_second: float = 10.0,
+    canvas_buckets: Sequence[int] = samplers.DEFAULT_CANVAS_BUCKETS,
+    max_len: int | None = None,
+    forbidden_ids: Sequence[int] = (),
+    tokenizer: Any = None,
+    record: bool = False,
+    fixed_steps: bool = False,
+) -> DecodeOutput:
+    """Decodes a batch with any sampler spec; see the module docstring.
+
+    Args:
+      model: an `ASRModel`; params: its parameters ({"params": ...} or the inner tree).
+      batch: `features` [B,T,M], `feature_mask` [B,T]; optional `example_mask` [B] (padding rows
+        are not decoded), `index` [B] (per-row random keys), `seconds` [B] (adaptive canvas).
+      spec: sampler spec string ("pbeb(lam=0.2,gamma=0.05)", "ar_beam(size=4)", ...).
+      nfe: NFE cap for MDM samplers (ignored by AR / CTC).
+      key: PRNG key or int seed for the random samplers (random, dfm, temperature > 0).
+      canvas_length: MDM canvas L; default = the decoder's max_length minus the prompt (the
+        canvas the model was trained with; the paper uses 256).
+      adaptive_canvas: pick L from the audio length instead (ceil(seconds * tokens_per_second)
+        + 1 rounded up to `canvas_buckets`, at most `canvas_length`), and give each row its own
+        length (positions beyond are EOS from the start).
+      max_len: AR output tokens at most; default = the AR decoder's max_length minus the prompt.
+      forbidden_ids: more ids never to emit (e.g. `tokenizer.special_ids`; EOS is ignored here).
+      tokenizer: if given, `texts` holds tokenizer.decode(ids) per row.
+      record: MDM only: return the per-step trajectory.
+      fixed_steps: MDM only: always run `nfe` steps (no early exit), for benchmarks.
+    Returns:
+      DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
+    """
+    sampler = samplers.parse_sampler(spec)
+    config = model.config
+    _check_heads(config, sampler)
+    features = batch["features"]
+    feature_mask = batch["feature_mask"]
+    batch_size = int(features.shape[0])
+    example_mask = np.asarray(batch.get("example_mask", np.ones((batch_size,), bool)), bool)
+    prompt_len = len(config.prompt_ids)
+    forbidden = _forbidden(config, forbidden_ids, sampler.family)
+    row_lengths = None
+    length = 0
+    if sampler.family == "mdm":
+        if nfe is None or int(nfe) < 1:
+            raise ValueError(f"sampler {sampler.spec!r} needs nfe >= 1, got {nfe!r}")
+        limit = config.mdm_decoder.max_length - prompt_len
+        length = limit if canvas_length is None else int(canvas_length)
+        if not 1 <= length <= limit:
+            raise ValueError(
+                f"canvas_length={length} does not fit the MDM decoder (max_length "
+                f"{config.mdm_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
+            )
+        per_row = np.full((batch_size,), length, np.int32)
+        if adaptive_canvas:
+            if "seconds" in batch:
+                seconds = np.asarray(batch["seconds"], np.float64)
+            else:
+                seconds = np.asarray(feature_mask).sum(-1) * FRAME_SECONDS
+            seconds = np.where(example_mask, seconds, 0.0)
+            buckets = [b for b in canvas_buckets if b <= length] or [length]
+            length = samplers.adaptive_canvas_length(
+                seconds, tokens_per_second=tokens_per_second, buckets=buckets
+            )
+            per_row = samplers.adaptive_row_lengths(
+                seconds, length, tokens_per_second=tokens_per_second
+            )
+        row_lengths = jnp.asarray(np.where(example_mask, per_row, 0), jnp.int32)
+        nfe = int(nfe)
+    elif sampler.family == "ar":
+        limit = config.ar_decoder.max_length - prompt_len
+        length = limit if max_len is None else int(max_len)
+        if not 1 <= length <= limit:
+            raise ValueError(
+                f"max_len={length} does not fit the AR decoder (max_length "
+                f"{config.ar_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
+            )
+        nfe = 0
+    else:
+        nfe = 0
+    if sampler.family != "mdm" and (record or fixed_steps):
+        raise ValueError("record and fixed_steps apply to MDM samplers only")
+
+    run = _compiled(model, sampler, nfe, length, forbidden, bool(record), bool(fixed_steps))
+    row_keys = _row_keys(key, batch, batch_size)
+    if row_lengths is None:
+        row_lengths = jnp.zeros((batch_size,), jnp.int32)
+    tokens, nfe_used, trajectory = run(
+        _variables(params), features, feature_mask, row_keys, row_lengths
+    )
+    tokens = np.asarray(tokens)
+    nfe_used = np.where(example_mask, np.asarray(nfe_used), 0).astype(np.int32)
+    ids = samplers.tokens_to_ids(tokens, config.eos_id)
+    ids = [row if keep else [] for row, keep in zip(ids, example_mask, strict=True)]
+    texts = None if tokenizer is None else [tokenizer.decode(row) for row in ids]
+    if trajectory is not None:
+        trajectory = samplers.Trajectory(*(np.asarray(x) for x in trajectory))
+    return DecodeOutput(ids, nfe_used, tokens, sampler.spec, texts, trajectory)

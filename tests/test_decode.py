@@ -1,0 +1,146 @@
+"""`decode` end to end on a tiny random ASRModel (2 layers, width 32): every sampler family."""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tiny import tiny_model_config
+
+from mdm_asr_jax import decode as dec
+from mdm_asr_jax.nn.model import ASRModel, init_params
+
+CONFIG = tiny_model_config()  # vocab 20 ([MASK] = 19), pad 0, EOS 3, prompt (2,), max_length 16
+MODEL = ASRModel(CONFIG)
+FORBIDDEN = {CONFIG.pad_id, CONFIG.mask_id, *CONFIG.prompt_ids}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compiling_threefry():
+    """See tests/test_samplers.py: same sampler, ~10x faster compiles of the random draws."""
+    with jax.threefry_partitionable(False):
+        yield
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Random parameters of the right shapes without compiling init (eval_shape + numpy)."""
+    shapes = jax.eval_shape(lambda k: init_params(MODEL, k), jax.random.key(0))
+    rng = np.random.default_rng(0)
+    return jax.tree.map(
+        lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype),
+        flax.linen.meta.unbox(shapes)["params"],
+    )
+
+
+def make_batch(rows=(40, 28), frames=40, seed=1, index=None):
+    features = jax.random.normal(jax.random.key(seed), (len(rows), frames, 80))
+    return {
+        "features": np.asarray(features),
+        "feature_mask": np.arange(frames)[None] < np.asarray(rows)[:, None],
+        "example_mask": np.ones((len(rows),), bool),
+        "index": np.arange(len(rows), dtype=np.int32) if index is None else np.asarray(index),
+        "seconds": np.asarray(rows, np.float32) * 0.01,
+    }
+
+
+BATCH = make_batch()
+# One of each family by default (each spec compiles the model into its loop: seconds on CPU);
+# the others run with `pytest -m slow`.
+SPECS = [
+    "pbeb(lam=0.2,gamma=0.05)",
+    "ar_greedy",
+    "ctc_greedy",
+    pytest.param("dfm", marks=pytest.mark.slow),
+    pytest.param("ar_beam(size=2)", marks=pytest.mark.slow),
+    pytest.param("random", marks=pytest.mark.slow),
+    pytest.param("topk(schedule=cosine)", marks=pytest.mark.slow),
+    pytest.param("eb(gamma=0.05)", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_sampler_decodes_a_real_batch(params, spec):
+    nfe = 4
+    out = dec.decode(MODEL, params, BATCH, spec, nfe, jax.random.key(0))
+    assert len(out.ids) == 2 and out.nfe_used.shape == (2,)
+    for row in out.ids:
+        assert all(0 <= t < CONFIG.vocab_size for t in row)
+        assert not FORBIDDEN & set(row) and CONFIG.eos_id not in row
+    if spec.startswith(("pbeb", "dfm", "random", "topk", "eb")):
+        canvas = CONFIG.mdm_decoder.max_length - len(CONFIG.prompt_ids)
+        assert out.tokens.shape == (2, canvas)
+        assert np.all((out.nfe_used >= 1) & (out.nfe_used <= nfe))
+    # Decoding the same batch again reuses the compiled function and gives the same ids.
+    again = dec.decode(MODEL, {"params": params}, BATCH, spec, nfe, jax.random.key(0))
+    assert again.ids == out.ids
+
+
+@jax.jit
+def _teacher_forced_logits(params, features, feature_mask, decoder_input):
+    variables = {"params": params}
+    encoded, enc_mask = MODEL.apply(variables, features, feature_mask, method=MODEL.encode)
+    return MODEL.apply(variables, decoder_input, encoded, enc_mask, method=MODEL.ar_logits)
+
+
+def test_kv_cached_greedy_agrees_with_the_full_causal_forward(params):
+    out = dec.decode(MODEL, params, BATCH, "ar_greedy")
+    prompt = list(CONFIG.prompt_ids)
+    decoder_input = jnp.asarray([prompt + list(row) for row in out.tokens[:, :-1]])
+    logits = _teacher_forced_logits(params, BATCH["features"], BATCH["feature_mask"], decoder_input)
+    logits = logits.at[..., jnp.asarray(sorted(FORBIDDEN))].set(-1e9)
+    predicted = np.asarray(jnp.argmax(logits, -1))[:, len(prompt) - 1 :]
+    for row, ids in enumerate(out.ids):
+        n = len(ids) + 1  # the transcript and its EOS
+        n = min(n, out.tokens.shape[1])
+        np.testing.assert_array_equal(predicted[row, :n], out.tokens[row, :n])
+
+
+@pytest.mark.parametrize("spec", ["pbeb", pytest.param("dfm", marks=pytest.mark.slow)])
+def test_a_row_decodes_the_same_alone_and_padding_rows_cost_nothing(params, spec):
+    pair = dec.decode(MODEL, params, BATCH, spec, 4, jax.random.key(5))
+    single = dict(make_batch(rows=(28,), index=[1]), features=BATCH["features"][1:])
+    alone = dec.decode(MODEL, params, single, spec, 4, jax.random.key(5))
+    assert alone.ids[0] == pair.ids[1]
+    padded = dict(BATCH, example_mask=np.array([True, False]))
+    out = dec.decode(MODEL, params, padded, spec, 4, jax.random.key(5))
+    assert out.ids[0] == pair.ids[0] and out.ids[1] == [] and out.nfe_used[1] == 0
+
+
+def test_decode_compiles_once_per_spec_and_shape(params):
+    sampler = dec.samplers.parse_sampler("pbeb")
+    length = CONFIG.mdm_decoder.max_length - len(CONFIG.prompt_ids)
+    forbidden = dec._forbidden(CONFIG, (), "mdm")
+    dec.decode(MODEL, params, BATCH, "pbeb", 4, jax.random.key(0))
+    run = dec._compiled(MODEL, sampler, 4, length, forbidden, False, False)
+    misses, compiled = dec._compiled.cache_info().misses, run._cache_size()
+    # Other keys, an equivalent spelling of the spec, the same shapes: nothing new is built.
+    for seed, spec in ((1, "pbeb"), (2, "pbeb(lam=0.2, gamma=0.05)"), (3, "pbeb(gamma=0.05)")):
+        dec.decode(MODEL, params, BATCH, spec, 4, jax.random.key(seed))
+    assert dec._compiled.cache_info().misses == misses
+    assert run._cache_size() == compiled
+
+
+@pytest.mark.slow
+def test_adaptive_canvas_uses_a_bucket_and_per_row_lengths(params):
+    batch = dict(BATCH, seconds=np.array([0.25, 0.45], np.float32))
+    out = dec.decode(
+        MODEL, params, batch, "pbeb", 4, adaptive_canvas=True, canvas_buckets=(4, 8), record=True
+    )
+    assert out.tokens.shape == (2, 8)  # needs ceil(0.45 * 10) + 1 = 6 -> bucket 8
+    assert np.all(out.tokens[0, 4:] == CONFIG.eos_id)  # row 0: ceil(0.25 * 10) + 1 = 4
+    assert out.trajectory is not None and out.trajectory.canvas.shape[1:] == (2, 8)
+
+
+def test_bad_decode_requests_name_the_fix(params):
+    with pytest.raises(ValueError, match="canvas_length=64"):
+        dec.decode(MODEL, params, BATCH, "pbeb", 4, canvas_length=64)
+    with pytest.raises(ValueError, match="nfe"):
+        dec.decode(MODEL, params, BATCH, "pbeb", None)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        dec.decode(MODEL, params, BATCH, "beam", 4)
+    no_ctc = ASRModel(tiny_model_config(ctc=False))
+    with pytest.raises(ValueError, match="ctc"):
+        dec.decode(no_ctc, params, BATCH, "ctc_greedy")
