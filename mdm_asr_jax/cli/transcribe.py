@@ -99,6 +99,7 @@ def main(argv: Sequence[str]) -> None:
     from mdm_asr_jax.cli.evaluate import user_errors
     from mdm_asr_jax.transcribe import TranscribeError
 
+    FLAGS.mark_as_parsed()  # the values were parsed through absl's global FLAGS (see run())
     try:
         run_from_flags(list(argv[1:]))
     except (TranscribeError, *user_errors()) as err:
