@@ -128,6 +128,9 @@ def base_config() -> ml_collections.ConfigDict:
             shape=(-1, 1, 1),  # (data, fsdp, tensor); -1 = the remaining devices
             rules=(),  # logical axis rules; () = train.sharding.DEFAULT_RULES
             multihost=False,  # call jax.distributed.initialize() (TPU pods, multi-node GPU)
+            coordinator_address="",  # "" = auto-detect (TPU, SLURM); else "host:port" and the two below
+            num_processes=1,
+            process_id=0,
         )
     )
 

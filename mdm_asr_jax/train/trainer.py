@@ -277,12 +277,26 @@ def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def initialize_distributed(mesh_config: ml_collections.ConfigDict) -> None:
+    """`jax.distributed.initialize`, auto-detected on TPU pods / SLURM, explicit elsewhere."""
+    if jax.distributed.is_initialized():
+        return
+    kwargs = {}
+    if mesh_config.coordinator_address:
+        kwargs = dict(
+            coordinator_address=mesh_config.coordinator_address,
+            num_processes=mesh_config.num_processes,
+            process_id=mesh_config.process_id,
+        )
+    jax.distributed.initialize(**kwargs)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
     workdir = Path(workdir).absolute()
     if config.mesh.multihost:
-        jax.distributed.initialize()
+        initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
     tokenizer = load_or_train_tokenizer(config, workdir, data)
@@ -381,6 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     writer.scalars(step, host)
                     writer.progress(step, host, rate)
                     results["train"] = host
+                    results.setdefault("history", []).append({"step": step, "loss": host["loss"]})
                 do_eval = config.train.eval_every > 0 and (
                     step % config.train.eval_every == 0 or step == num_steps
                 )
