@@ -4,6 +4,7 @@ unreadable or missing input fails with a message naming the file."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,26 @@ def test_no_sliver_is_left_as_the_last_piece():
     audio = _bursts([], 10.05)
     pieces = tr.split_points(audio, RATE, window_seconds=10.0, search_seconds=3.0)
     assert len(pieces) == 2 and pieces[-1][1] - pieces[-1][0] >= RATE
+
+
+def test_console_scripts_parse_flags_and_report_bad_checkpoints(tmp_path):
+    """Through `run()` (absl's global flags, as the installed scripts do), in a subprocess."""
+    import subprocess
+    import sys
+
+    audio = tmp_path / "a.wav"
+    write_wav(audio, _bursts([], 0.3))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for module, args in (
+        ("mdm_asr_jax.cli.transcribe", ["--nfe=4", str(audio)]),
+        ("mdm_asr_jax.cli.evaluate", ["--nfe=4", f"--manifest={tmp_path / 'm.jsonl'}"]),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", module, f"--checkpoint={tmp_path / 'none'}", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "error:" in result.stderr and "does not exist" in result.stderr
