@@ -36,6 +36,8 @@ import numpy as np
 
 from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
 from mdm_asr_jax.eval.evaluate import (
+    DEFAULT_NFE,
+    DEFAULT_SAMPLER,
     EvalError,
     _inner_params,
     _unpack,
@@ -209,6 +211,8 @@ class _Piece:
 class Transcriber:
     """Loads a checkpoint once and transcribes any number of files with one sampler.
 
+    `sampler` / `nfe` default to the checkpoint's decoding defaults, else PBEB at 32 NFEs.
+
     `stats` after a run: audio_seconds, decode_seconds (batches that compiled nothing),
     compile_seconds (batches during which JAX compiled), rtfx over the former.
     """
@@ -217,8 +221,8 @@ class Transcriber:
         self,
         checkpoint: str | os.PathLike | LoadedCheckpoint,
         *,
-        sampler: str = "pbeb(lam=0.2,gamma=0.05)",
-        nfe: int = 32,
+        sampler: str | None = None,
+        nfe: int | None = None,
         batch_size: int = 8,
         window_seconds: float | None = None,
         search_seconds: float = 5.0,
@@ -230,6 +234,9 @@ class Transcriber:
 
         self.checkpoint = as_checkpoint(checkpoint)
         config = self.checkpoint.model_config
+        decoding = self.checkpoint.decoding or {}
+        sampler = sampler or decoding.get("sampler") or DEFAULT_SAMPLER
+        nfe = int(nfe) if nfe is not None else int(decoding.get("nfe") or DEFAULT_NFE)
         try:
             self.sampler = check_sampler(sampler, config, str(self.checkpoint.path)).spec
         except EvalError as err:

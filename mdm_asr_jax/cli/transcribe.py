@@ -25,9 +25,15 @@ flags.DEFINE_string(
     "checkpoint", None, "Checkpoint directory or training workdir.", flag_values=FLAGS
 )
 flags.DEFINE_string(
-    "sampler", "pbeb(lam=0.2,gamma=0.05)", "Sampler spec (see mdm-asr-eval).", flag_values=FLAGS
+    "sampler",
+    None,
+    "Sampler spec (see mdm-asr-eval). Default: the checkpoint's decoding.sampler, else "
+    "pbeb(lam=0.2,gamma=0.05).",
+    flag_values=FLAGS,
 )
-flags.DEFINE_integer("nfe", 32, "NFE cap for MDM samplers.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "nfe", None, "NFE cap for MDM samplers. Default: the checkpoint's, else 32.", flag_values=FLAGS
+)
 flags.DEFINE_integer("batch_size", 8, "Pieces decoded per batch.", flag_values=FLAGS)
 flags.DEFINE_float(
     "window_seconds",
