@@ -297,7 +297,7 @@ def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, monkeypatch
 
 
 def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
-    checkpoint_dir, manifest
+    checkpoint_dir, manifest, monkeypatch
 ):
     loaded = load_checkpoint(checkpoint_dir)
     seen = {}
@@ -327,3 +327,17 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
     assert 1 in seen["forbidden_ids"] and loaded.model_config.eos_id not in seen["forbidden_ids"]
     assert result["n"] == 6 and result["step"] == 7 and result["nfe"] == 4
     assert result["wer"] == pytest.approx(100.0)  # empty hypotheses: every word deleted
+    # A second periodic eval reuses the featurised dev set (no second read of the manifest).
+    monkeypatch.setattr(ev, "load_eval_set", lambda *a, **k: pytest.fail("dev set read twice"))
+    again = ev.evaluate_params(
+        loaded.model_config,
+        loaded.params,
+        loaded.tokenizer,
+        loaded.feature_config,
+        manifest=manifest,
+        sampler="eb(gamma=0.1)",
+        nfe=4,
+        batch_size=4,
+        decode_fn=decode,
+    )
+    assert again["n"] == 6

@@ -750,6 +750,40 @@ def evaluate(
     return evaluate_sweep(checkpoint, samplers=samplers, nfes=nfes, **kwargs)[0]
 
 
+_EVAL_SET_CACHE: dict[tuple, EvalSet] = {}
+_EVAL_SET_CACHE_SIZE = 2
+
+
+def _cached_eval_set(checkpoint: LoadedCheckpoint, kwargs: dict[str, Any]) -> EvalSet:
+    """`load_eval_set` memoised on everything that shapes the batches (kept: the last two)."""
+    options = {
+        k: kwargs.get(k)
+        for k in ("manifest", "dataset", "strict", "max_utterances", "tfds_data_dir")
+    }
+    batch_size = int(kwargs.get("batch_size", 16))
+    key = (
+        tuple(sorted((k, str(v)) for k, v in options.items())),
+        batch_size,
+        checkpoint.feature_config,
+        eval_frame_buckets(checkpoint.model_config),
+        id(checkpoint.tokenizer),
+    )
+    if key not in _EVAL_SET_CACHE:
+        eval_set = load_eval_set(
+            checkpoint,
+            manifest=options["manifest"],
+            dataset=options["dataset"],
+            batch_size=batch_size,
+            strict=bool(options["strict"]),
+            max_utterances=options["max_utterances"],
+            tfds_data_dir=options["tfds_data_dir"],
+        )
+        while len(_EVAL_SET_CACHE) >= _EVAL_SET_CACHE_SIZE:
+            _EVAL_SET_CACHE.pop(next(iter(_EVAL_SET_CACHE)))
+        _EVAL_SET_CACHE[key] = eval_set
+    return _EVAL_SET_CACHE[key]
+
+
 def evaluate_params(
     model_config: ModelConfig,
     params: Any,
@@ -762,9 +796,13 @@ def evaluate_params(
     key: jax.Array | None = None,
     workdir: str | os.PathLike = "",
     step: int | None = None,
+    cache_eval_set: bool = True,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """`evaluate` on in-memory params (the trainer's periodic and final eval).
+
+    With `cache_eval_set` the features of the last two eval sets stay in host memory, so a
+    periodic eval reads and featurises its dev set once per run, not at every eval.
 
     kwargs: manifest / dataset / eval_set, batch_size, normalizer, max_utterances, strict,
     tfds_data_dir, decode_fn (see `evaluate_sweep`). `canvas_length` is passed to `decode`
@@ -777,6 +815,8 @@ def evaluate_params(
     decode_kwargs = dict(kwargs.pop("decode_kwargs", None) or {})
     if canvas_length is not None:
         decode_kwargs["canvas_length"] = int(canvas_length)
+    if cache_eval_set and kwargs.get("eval_set") is None:
+        kwargs["eval_set"] = _cached_eval_set(checkpoint, kwargs)
     return evaluate(
         checkpoint,
         sampler=sampler,
