@@ -1,0 +1,536 @@
+"""Decoding speed: RTFx of every sampler at each NFE cap, AR greedy, faster-whisper; loop overhead.
+
+Model and audio: a checkpoint directory and a manifest (`--checkpoint=DIR --manifest=M.jsonl`,
+features computed once by the eval library's pipeline), or a randomly initialised model of a
+named size (`--model_size=NAME`, a row of nn/config.py's size tables, with an MDM and an AR
+decoder of the same size) on synthetic log-mel features (`--num_utterances` x `--seconds`).
+A random model's output is noise: EB/PBEB then commit about one token a step and AR greedy runs
+to its length limit, so its numbers are the cost *at the cap*; `mean_nfe` in every line says
+how many decoder passes were really used.
+
+Every call goes through `mdm_asr_jax.decode.decode` (what eval and transcribe run). For each
+batch size (1 and --batch_size), each measurement is: per batch, a first call (compiles when
+the shape is new; its extra time is `compile_seconds`), then --repeats timed calls with
+`jax.block_until_ready` (decode returns host arrays) and the median; `decode_seconds` is the sum
+of the medians over the batches and `rtfx` = audio seconds / decode_seconds. Timed: encoder +
+cross-attention K/V + decode loop + fetching the ids; log-mel features are computed before
+(once) and not timed. One JSON line per measurement, `part` says which:
+
+  part=sampler   each MDM sampler (--samplers) at each NFE cap (--nfes), fixed canvas
+  part=ar        AR greedy with the same encoder and a decoder of the same size (if the model
+                 has one); nfe = null, mean_nfe = tokens generated + EOS
+  part=faster_whisper  batch 1, when the checkpoint was converted from a CTranslate2 Whisper
+                 directory (config info source_format) that still exists; timed: faster-whisper's
+                 transcribe (its own features + encoder + greedy decoder, beam 1); otherwise a
+                 line with rtfx = null and a `skipped` reason
+  part=overhead  per MDM sampler: decoder step cost inside the loop vs one bare decoder forward
+                 on the same canvas: step_seconds = (t(nfe_hi) - t(nfe_lo)) / (nfe_hi - nfe_lo)
+                 with `fixed_steps=True` (every step runs), forward_seconds = jit(mdm_logits)
+                 alone, overhead_ratio = step / forward (1.0 = the loop costs nothing extra);
+                 encoder_seconds = encoder + cross K/V once
+  part=canvas    fixed canvas (the checkpoint's / --canvas_length) vs adaptive canvas (length
+                 from the audio duration, `decode(adaptive_canvas=True)`), per --canvas_samplers
+                 at the largest NFE
+
+Keys in every line: benchmark, part, sampler (spec string), nfe, batch_size, rtfx, device,
+dtype, plus what was timed (timed, decode_seconds, audio_seconds, compile_seconds, mean_nfe,
+canvas_length, repeats, ...).
+
+  python benchmarks/decode_speed.py --model_size=tiny --batch_size=8           # random model
+  python benchmarks/decode_speed.py --checkpoint=/tmp/mdm_demo \\
+      --manifest=/tmp/mdm_demo/data/demo/test.jsonl --batch_size=16
+  python benchmarks/decode_speed.py --model_size=test --nfes=4 --samplers=pbeb \\
+      --batch_size=2 --num_utterances=2 --repeats=1                           # smoke
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    cpu_note,
+    device_description,
+    emit,
+    named_model_config,
+    synthetic_batch,
+)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "Checkpoint directory (exported or a training workdir).")
+flags.DEFINE_string("manifest", None, "JSONL manifest to decode (with --checkpoint).")
+flags.DEFINE_string("model_size", None, "Random-init model of this size instead of a checkpoint.")
+flags.DEFINE_integer("batch_size", 8, "The larger batch size (batch 1 is always measured).")
+flags.DEFINE_list(
+    "samplers",
+    ["random", "dfm", "topk(schedule=linear)", "eb(gamma=0.05)", "pbeb(lam=0.2,gamma=0.05)"],
+    "MDM sampler specs (comma-separated; parameters inside parentheses may not hold commas, "
+    "use the defaults or one parameter each).",
+)
+flags.DEFINE_list("nfes", ["4", "8", "16", "32"], "NFE caps.")
+flags.DEFINE_list(
+    "parts", ["sampler", "ar", "faster_whisper", "overhead", "canvas"], "What to run."
+)
+flags.DEFINE_list("overhead_samplers", None, "Samplers for part=overhead (default: --samplers).")
+flags.DEFINE_list("canvas_samplers", ["pbeb"], "Samplers for part=canvas.")
+flags.DEFINE_integer("repeats", 3, "Timed calls per batch (median).")
+flags.DEFINE_integer("max_utterances", 16, "Utterances read from the manifest (0 = all).")
+flags.DEFINE_integer("num_utterances", 8, "Synthetic utterances (with --model_size).")
+flags.DEFINE_float("seconds", 4.0, "Seconds per synthetic utterance (with --model_size).")
+flags.DEFINE_integer("canvas_length", 128, "Fixed MDM canvas of the random model.")
+flags.DEFINE_integer("vocab_size", 256, "Vocabulary of the random model (with [MASK]).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Random model compute dtype.")
+flags.DEFINE_integer("seed", 0, "Seed of the random model, synthetic audio and sampler keys.")
+
+MDM_DEFAULTS = {
+    "random": "random",
+    "dfm": "dfm",
+    "topk": "topk(schedule=linear)",
+    "eb": "eb(gamma=0.05)",
+    "pbeb": "pbeb(lam=0.2,gamma=0.05)",
+}
+
+
+class Setup:
+    """The model, parameters, batches per batch size and where they came from."""
+
+    def __init__(self) -> None:
+        from mdm_asr_jax.nn.model import ASRModel
+
+        if (FLAGS.checkpoint is None) == (FLAGS.model_size is None):
+            raise app.UsageError("give --checkpoint (with --manifest) or --model_size, not both")
+        self.audio_paths: list[str] = []
+        self.info: dict[str, Any] = {}
+        if FLAGS.checkpoint is not None:
+            from mdm_asr_jax.train.checkpoint import load_checkpoint
+
+            if FLAGS.manifest is None:
+                raise app.UsageError("--checkpoint needs --manifest=M.jsonl (the audio to decode)")
+            self.checkpoint = load_checkpoint(FLAGS.checkpoint)
+            self.model_config = self.checkpoint.model_config
+            params = self.checkpoint.params
+            self.info = dict(self.checkpoint.info)
+            prompt = len(self.model_config.prompt_ids)
+            default = (
+                self.model_config.mdm_decoder.max_length - prompt
+                if self.model_config.mdm_decoder
+                else 0
+            )
+            self.canvas_length = int(self.checkpoint.decoding.get("canvas_length") or default)
+            self.source = f"checkpoint {FLAGS.checkpoint}, manifest {FLAGS.manifest}"
+        else:
+            self.checkpoint = None
+            self.model_config = named_model_config(
+                FLAGS.model_size,
+                vocab_size=FLAGS.vocab_size,
+                canvas_length=FLAGS.canvas_length,
+                dtype=FLAGS.dtype,
+            )
+            params = random_params(self.model_config, FLAGS.seed)
+            self.canvas_length = FLAGS.canvas_length
+            self.source = (
+                f"random {FLAGS.model_size} model, {FLAGS.num_utterances} synthetic utterances "
+                f"of {FLAGS.seconds:g} s"
+            )
+        self.model = ASRModel(self.model_config)
+        if isinstance(params, dict) and set(params) == {"params"}:
+            params = params["params"]
+        self.params = jax.device_put(params, jax.local_devices()[0])
+        self._batches: dict[int, list[dict[str, Any]]] = {}
+
+    def batches(self, batch_size: int) -> list[dict[str, Any]]:
+        """Device batches of `batch_size` (features on device once; not part of the timing)."""
+        if batch_size not in self._batches:
+            if self.checkpoint is not None:
+                from mdm_asr_jax.eval.evaluate import load_eval_set
+
+                eval_set = load_eval_set(
+                    self.checkpoint,
+                    manifest=FLAGS.manifest,
+                    batch_size=batch_size,
+                    max_utterances=FLAGS.max_utterances or None,
+                )
+                host = eval_set.batches
+                if not self.audio_paths:
+                    self.audio_paths = resolve_audio(FLAGS.manifest, eval_set)
+            else:
+                host = []
+                total = FLAGS.num_utterances
+                for start in range(0, total, batch_size):
+                    batch = synthetic_batch(
+                        batch_size,
+                        FLAGS.seconds,
+                        num_mels=self.model_config.encoder.num_mels,
+                        vocab_size=self.model_config.vocab_size,
+                        seed=FLAGS.seed + start,
+                    )
+                    batch["index"] = np.arange(start, start + batch_size, dtype=np.int32)
+                    batch["example_mask"] = batch["index"] < total
+                    batch["seconds"] = np.where(batch["example_mask"], FLAGS.seconds, 0.0)
+                    batch["seconds"] = batch["seconds"].astype(np.float32)
+                    host.append(batch)
+            device = jax.local_devices()[0]
+            self._batches[batch_size] = [
+                {k: jax.device_put(v, device) for k, v in b.items()} | {"host": b} for b in host
+            ]
+        return self._batches[batch_size]
+
+
+def random_params(model_config: Any, seed: int) -> Any:
+    """Parameters of the right shapes without compiling init: N(0, 1/fan_in) kernels, unit
+    scales, zero biases (so activations keep a sane range at any depth)."""
+    import flax.linen as nn
+
+    from mdm_asr_jax.nn.model import ASRModel, init_params
+
+    model = ASRModel(model_config)
+    shapes = nn.meta.unbox(jax.eval_shape(lambda k: init_params(model, k), jax.random.key(seed)))[
+        "params"
+    ]
+    rng = np.random.default_rng(seed)
+
+    def fill(path: Any, leaf: Any) -> np.ndarray:
+        name = str(getattr(path[-1], "key", path[-1]))
+        if "scale" in name:
+            return np.ones(leaf.shape, leaf.dtype)
+        if "bias" in name or leaf.ndim < 2:
+            return np.zeros(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1])) if leaf.ndim > 1 else leaf.shape[0]
+        return (rng.standard_normal(leaf.shape) / np.sqrt(max(fan_in, 1))).astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def resolve_audio(manifest: str, eval_set: Any) -> list[str]:
+    """Absolute audio paths of the decoded utterances (manifest-relative paths resolved)."""
+    folder = Path(manifest).resolve().parent
+    out = []
+    for index in sorted(eval_set.audio):
+        path = Path(eval_set.audio[index])
+        out.append(str(path if path.is_absolute() else folder / path))
+    return out
+
+
+def time_batches(
+    batches: Sequence[dict[str, Any]], call: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """Runs `call` per batch: a first call, then --repeats timed calls (median per batch)."""
+    from mdm_asr_jax.eval.metrics import CompileWatcher
+
+    decode_seconds = compile_seconds = audio_seconds = 0.0
+    nfe_sum, rows = 0.0, 0
+    for batch in batches:
+        host = batch["host"]
+        with CompileWatcher() as watcher:
+            start = time.perf_counter()
+            out = jax.block_until_ready(call(batch))
+            first = time.perf_counter() - start
+        times = []
+        for _ in range(max(FLAGS.repeats, 1)):
+            start = time.perf_counter()
+            out = jax.block_until_ready(call(batch))
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        decode_seconds += median
+        if watcher.compiled:
+            compile_seconds += max(first - median, 0.0)
+        mask = np.asarray(host["example_mask"], bool)
+        audio_seconds += float(np.asarray(host["seconds"])[mask].sum())
+        nfe_used = getattr(out, "nfe_used", None)
+        if nfe_used is not None:
+            nfe_sum += float(np.asarray(nfe_used)[mask].sum())
+            rows += int(mask.sum())
+    return {
+        "rtfx": audio_seconds / decode_seconds if decode_seconds > 0 else None,
+        "decode_seconds": decode_seconds,
+        "audio_seconds": audio_seconds,
+        "compile_seconds": compile_seconds,
+        "mean_nfe": nfe_sum / rows if rows else None,
+        "batches": len(batches),
+    }
+
+
+def base_record(setup: Setup, part: str, spec: str, nfe: int | None, batch_size: int) -> dict:
+    return {
+        "benchmark": "decode_speed",
+        "part": part,
+        "sampler": spec,
+        "nfe": nfe,
+        "batch_size": batch_size,
+        "device": device_description(),
+        "dtype": setup.model_config.dtype,
+        "source": setup.source,
+        "repeats": FLAGS.repeats,
+    }
+
+
+TIMED = "encoder + cross K/V + decode loop + ids to host (features precomputed, not timed)"
+
+
+def run_samplers(setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]):
+    from mdm_asr_jax.decode import decode
+
+    for spec in specs:
+        for nfe in nfes:
+            result = time_batches(
+                setup.batches(batch_size),
+                lambda b, spec=spec, nfe=nfe: decode(
+                    setup.model,
+                    setup.params,
+                    b,
+                    spec,
+                    nfe,
+                    FLAGS.seed,
+                    canvas_length=setup.canvas_length,
+                ),
+            )
+            record = base_record(setup, "sampler", spec, nfe, batch_size)
+            record.update(result, canvas="fixed", canvas_length=setup.canvas_length, timed=TIMED)
+            emit(record)
+
+
+def run_ar(setup: Setup, batch_size: int) -> None:
+    from mdm_asr_jax.decode import decode
+
+    record = base_record(setup, "ar", "ar_greedy", None, batch_size)
+    if setup.model_config.ar_decoder is None:
+        emit(record | {"rtfx": None, "skipped": "the model has no AR decoder"})
+        return
+    result = time_batches(
+        setup.batches(batch_size),
+        lambda b: decode(setup.model, setup.params, b, "ar_greedy", None, FLAGS.seed),
+    )
+    prompt = len(setup.model_config.prompt_ids)
+    record.update(
+        result,
+        max_len=setup.model_config.ar_decoder.max_length - prompt,
+        timed=TIMED.replace("decode loop", "greedy loop with KV cache"),
+    )
+    emit(record)
+
+
+def run_faster_whisper(setup: Setup) -> None:
+    """faster-whisper on the same audio, batch 1, when the checkpoint came from a CT2 dir."""
+    record = base_record(setup, "faster_whisper", "faster_whisper(beam=1)", None, 1)
+    source = setup.info.get("source")
+    reason = None
+    if setup.model_config.encoder.kind != "whisper":
+        reason = "the model is not Whisper"
+    elif setup.info.get("source_format") != "ctranslate2":
+        reason = (
+            "the checkpoint records no CTranslate2 source directory (convert with "
+            "`mdm-asr-convert whisper` from a CTranslate2 dir to compare with faster-whisper)"
+        )
+    elif not source or not Path(source).exists():
+        reason = f"the recorded source directory {source!r} does not exist here"
+    if reason:
+        emit(record | {"rtfx": None, "skipped": reason})
+        return
+    from faster_whisper import WhisperModel
+
+    from mdm_asr_jax.audio import load_audio
+
+    setup.batches(1)  # fills audio_paths
+    audios = [load_audio(p) for p in setup.audio_paths]
+    model = WhisperModel(source, device="cpu", compute_type="float32")
+    options = dict(
+        beam_size=1,
+        without_timestamps=True,
+        language="en",
+        temperature=0.0,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
+    start = time.perf_counter()
+    list(model.transcribe(audios[0], **options)[0])
+    warmup = time.perf_counter() - start
+    decode_seconds = 0.0
+    for audio in audios:
+        times = []
+        for _ in range(max(FLAGS.repeats, 1)):
+            start = time.perf_counter()
+            list(model.transcribe(audio, **options)[0])
+            times.append(time.perf_counter() - start)
+        decode_seconds += statistics.median(times)
+    audio_seconds = sum(a.size for a in audios) / 16000.0
+    record.update(
+        rtfx=audio_seconds / decode_seconds,
+        decode_seconds=decode_seconds,
+        audio_seconds=audio_seconds,
+        compile_seconds=warmup,
+        dtype="float32",
+        timed="faster-whisper transcribe (its own log-mel + encoder + greedy decoder), CPU",
+    )
+    emit(record)
+
+
+def run_overhead(setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]):
+    """Per-step cost of the sampler loop vs a bare decoder forward on the same canvas."""
+    from mdm_asr_jax.decode import decode
+
+    model, params = setup.model, {"params": setup.params}
+    batch = setup.batches(batch_size)[0]
+    length = setup.canvas_length
+    mask_id = setup.model_config.mask_id
+
+    @jax.jit
+    def encode(params, features, feature_mask):
+        encoded, enc_mask = model.apply(params, features, feature_mask, method=model.encode)
+        return enc_mask, model.apply(params, encoded, method=model.mdm_cross_kv)
+
+    @jax.jit
+    def forward(params, canvas, enc_mask, cross_kv):
+        return model.apply(params, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+
+    def median_of(fn: Callable[[], Any]) -> float:
+        jax.block_until_ready(fn())  # compile
+        times = []
+        for _ in range(max(FLAGS.repeats, 3)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    encoder_seconds = median_of(lambda: encode(params, batch["features"], batch["feature_mask"]))
+    enc_mask, cross_kv = encode(params, batch["features"], batch["feature_mask"])
+    canvas = jax.numpy.full((batch_size, length), mask_id, jax.numpy.int32)
+    forward_seconds = median_of(lambda: forward(params, canvas, enc_mask, cross_kv))
+    lo, hi = min(nfes), max(nfes)
+    if lo == hi:
+        lo = 1
+    for spec in specs:
+        totals = {}
+        for nfe in (lo, hi):
+            totals[nfe] = median_of(
+                lambda nfe=nfe, spec=spec: decode(
+                    model,
+                    setup.params,
+                    batch,
+                    spec,
+                    nfe,
+                    FLAGS.seed,
+                    canvas_length=length,
+                    fixed_steps=True,
+                )
+            )
+        step_seconds = (totals[hi] - totals[lo]) / (hi - lo)
+        host = batch["host"]
+        audio = float(np.asarray(host["seconds"])[np.asarray(host["example_mask"])].sum())
+        record = base_record(setup, "overhead", spec, hi, batch_size)
+        record.update(
+            rtfx=audio / totals[hi],
+            step_seconds=step_seconds,
+            forward_seconds=forward_seconds,
+            overhead_ratio=step_seconds / forward_seconds,
+            encoder_seconds=encoder_seconds,
+            fixed_steps_seconds={str(lo): totals[lo], str(hi): totals[hi]},
+            canvas_length=length,
+            timed=(
+                "step_seconds = (decode(fixed_steps, nfe=hi) - decode(fixed_steps, nfe=lo)) / "
+                "(hi - lo) on one batch; forward_seconds = jit(mdm_logits) on a full-[MASK] "
+                "canvas with precomputed cross K/V; rtfx = fixed-step decode at nfe=hi"
+            ),
+        )
+        emit(record)
+
+
+def run_canvas(setup: Setup, batch_size: int, specs: Sequence[str], nfe: int) -> None:
+    from mdm_asr_jax.decode import decode
+
+    for spec in specs:
+        for mode in ("fixed", "adaptive"):
+            lengths: list[int] = []
+
+            def call(b, spec=spec, mode=mode, lengths=lengths):
+                out = decode(
+                    setup.model,
+                    setup.params,
+                    b,
+                    spec,
+                    nfe,
+                    FLAGS.seed,
+                    canvas_length=setup.canvas_length,
+                    adaptive_canvas=mode == "adaptive",
+                )
+                lengths.append(int(out.tokens.shape[1]))
+                return out
+
+            result = time_batches(setup.batches(batch_size), call)
+            record = base_record(setup, "canvas", spec, nfe, batch_size)
+            record.update(
+                result,
+                canvas=mode,
+                canvas_length=max(lengths),
+                canvas_lengths=sorted(set(lengths)),
+                timed=TIMED,
+            )
+            emit(record)
+
+
+def canonical(specs: Sequence[str]) -> list[str]:
+    """Spec strings as given, with bare names expanded to the defaults (pbeb -> pbeb(...))."""
+    from mdm_asr_jax.diffusion.samplers import SamplerSpecError, parse_sampler
+
+    out = []
+    for spec in specs:
+        spec = MDM_DEFAULTS.get(spec.strip(), spec.strip())
+        try:
+            config = parse_sampler(spec)
+        except SamplerSpecError as err:
+            raise app.UsageError(str(err)) from None
+        if config.family != "mdm":
+            raise app.UsageError(
+                f"--samplers takes masked-diffusion samplers; {spec!r} is {config.family} "
+                "(AR greedy is part=ar)"
+            )
+        out.append(spec)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    known = {"sampler", "ar", "faster_whisper", "overhead", "canvas"}
+    unknown = set(FLAGS.parts) - known
+    if unknown:
+        raise app.UsageError(f"--parts: unknown {sorted(unknown)}; choose from {sorted(known)}")
+    try:
+        nfes = sorted({int(n) for n in FLAGS.nfes})
+    except ValueError:
+        raise app.UsageError(f"--nfes must be integers, got {FLAGS.nfes}") from None
+    if not nfes or nfes[0] < 1:
+        raise app.UsageError("--nfes must hold positive integers")
+    if FLAGS.batch_size < 1:
+        raise app.UsageError("--batch_size must be >= 1")
+    specs = canonical(FLAGS.samplers)
+    overhead_specs = canonical(FLAGS.overhead_samplers or FLAGS.samplers)
+    canvas_specs = canonical(FLAGS.canvas_samplers)
+    setup = Setup()
+    if jax.default_backend() == "cpu":
+        print(f"# {setup.source}; {cpu_note()}", file=sys.stderr, flush=True)
+    has_mdm = setup.model_config.mdm_decoder is not None
+    for batch_size in sorted({1, FLAGS.batch_size}):
+        if "sampler" in FLAGS.parts and has_mdm:
+            run_samplers(setup, batch_size, specs, nfes)
+        if "ar" in FLAGS.parts:
+            run_ar(setup, batch_size)
+        if "overhead" in FLAGS.parts and has_mdm:
+            run_overhead(setup, batch_size, overhead_specs, nfes)
+        if "canvas" in FLAGS.parts and has_mdm:
+            run_canvas(setup, batch_size, canvas_specs, nfes[-1])
+    if "faster_whisper" in FLAGS.parts:
+        run_faster_whisper(setup)
+
+
+if __name__ == "__main__":
+    app.run(main)
