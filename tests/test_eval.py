@@ -338,6 +338,7 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
         sampler="eb(gamma=0.1)",
         nfe=4,
         batch_size=4,
+        canvas_length=24,
         decode_fn=decode,
     )
     assert again["n"] == 6
