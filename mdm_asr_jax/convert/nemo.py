@@ -768,14 +768,15 @@ def convert_nemo(
         archive = read_nemo(src, tmp)
         prompt_tokens = prompt_tokens_from_nemo(archive.config, source_lang, target_lang, pnc)
         tokenizer = build_tokenizer(archive, prompt_tokens)
-        if default_lang is not None:
-            if default_lang not in tokenizer.langs:
-                raise NemoConversionError(
-                    f"default_lang={default_lang!r}; the archive has {tokenizer.langs}"
-                )
-            tokenizer.default_lang = default_lang
-        elif source_lang and source_lang in tokenizer.langs:
-            tokenizer.default_lang = target_lang or source_lang
+        # Transcripts (encode(text) without a language) use the target language's model when
+        # the archive has one per language; else (e.g. one "multilingual" model) the default.
+        if default_lang is not None and default_lang not in tokenizer.langs:
+            raise NemoConversionError(
+                f"default_lang={default_lang!r}; the archive has {tokenizer.langs}"
+            )
+        text_lang = default_lang or target_lang or source_lang
+        if text_lang in tokenizer.langs:
+            tokenizer.default_lang = text_lang
         model_config = ModelConfig(
             vocab_size=tokenizer.vocab_size,
             encoder=encoder_config_from_nemo(archive.config),
@@ -816,14 +817,6 @@ def convert_nemo(
     return report
 
 
-def describe(report: ConversionReport) -> str:
-    """A short human summary of a conversion report."""
-    lines = [f"mapped {len(report.mapped)} tensors, {len(report.unused)} unused (with reasons)"]
-    lines += [f"  unused {name}: {why}" for name, why in sorted(report.unused.items())]
-    lines += [f"  warning: {w}" for w in report.warnings]
-    return "\n".join(lines)
-
-
 __all__ = [
     "ConversionReport",
     "NemoArchive",
@@ -836,5 +829,4 @@ __all__ = [
     "decoder_config_from_nemo",
     "feature_config_from_nemo",
     "prompt_tokens_from_nemo",
-    "describe",
 ]
