@@ -49,6 +49,7 @@ import numpy as np
 
 from mdm_asr_jax.nn.config import DecoderConfig, EncoderConfig, ModelConfig
 
+CANVAS_LENGTH = 256  # the paper's MDM canvas (decoding default written into the checkpoint)
 MASK_LOGIT_BIAS = -1.0e4  # output bias of the appended [MASK] id (never predicted before training)
 NEMO_VOCAB_MULTIPLE = 8  # EncDecMultiTaskModel: vocab_size = 8 * ceil(tokenizer.vocab_size / 8)
 BATCH_NORM_EPS = 1e-5  # torch.nn.BatchNorm1d default, which NeMo's ConformerConvolution uses
@@ -808,6 +809,11 @@ def convert_nemo(
             decoding={
                 "sampler": "pbeb(lam=0.2,gamma=0.05)" if "mdm" in heads else "ar_greedy",
                 "nfe": 32,
+                # the paper's canvas (the decoder's positions allow up to max_length - prompt)
+                "canvas_length": min(
+                    CANVAS_LENGTH,
+                    decoder_config_from_nemo(archive.config, True).max_length - len(prompt_tokens),
+                ),
                 # NeMo's vocabulary-rounding fillers and [MASK]: never text, never targets
                 "suppress_ids": list(range(tokenizer.piece_count, tokenizer.vocab_size)),
             },
