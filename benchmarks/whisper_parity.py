@@ -29,7 +29,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num", 100, "Number of synthesised sentences.")
@@ -105,7 +105,9 @@ def run_parity(
     )
 
     sentences = parity_sentences(text, num, seed)
+    logging.info("synthesising %d sentences", len(sentences))
     items = synthesise(sentences, seed)
+    logging.info("faster-whisper reference transcripts")
     audio_seconds = sum(len(i["audio"]) for i in items) / 16000
     reference, fw_seconds = faster_whisper_transcripts(src, [i["audio"] for i in items])
 
@@ -128,7 +130,9 @@ def run_parity(
         for item in first_of_bucket.values():
             jw.transcribe(features_fn(item["audio"]), window)
         outputs, seconds = [], 0.0
-        for item in items:
+        for index, item in enumerate(items):
+            if index % 20 == 0:
+                logging.info("%s window: utterance %d of %d", window, index, len(items))
             start = time.perf_counter()
             outputs.append(jw.transcribe(features_fn(item["audio"]), window))
             seconds += time.perf_counter() - start

@@ -739,6 +739,8 @@ def convert_whisper(
     decoding = {
         "sampler": "ar_greedy" if "ar" in decoders else "pbeb(lam=0.2,gamma=0.05)",
         **suppression_ids(weights, src / "tokenizer.json", tokenizer),
+        # faster-whisper / openai-whisper stop after half the text context (224 tokens)
+        "max_new_tokens": weights.dims.decoder_positions // 2,
     }
     info = {
         "source": str(src.absolute()),

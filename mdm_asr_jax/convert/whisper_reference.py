@@ -8,7 +8,8 @@ does, and what `JaxWhisper` reproduces:
 * log-mel of the audio (160 zero samples appended, last frame dropped), padded with zeros
   (log-mel value 0) to 3000 frames; encoder over all 1500 frames (no mask);
 * prompt `<|startoftranscript|><|notimestamps|>` (English-only models), argmax each step, stop at
-  `<|endoftext|>` or 448 tokens in all;
+  `<|endoftext|>` or after 224 generated tokens (half the 448 text positions, openai-whisper's
+  `sample_len` default, which CTranslate2 applies too: repetition loops end there);
 * `suppress_tokens=[-1]`: CTranslate2's `config.json` `suppress_ids` (non-speech symbols) plus
   the task / start tokens, masked at every step; `suppress_blank`: " " and `<|endoftext|>` also
   masked at the first step (`suppress_ids_begin`); timestamps are not suppressed;
@@ -85,6 +86,7 @@ class JaxWhisper:
         begin = np.zeros(vocab, bool)
         begin[decoding["suppress_begin_ids"]] = True
         self.suppress, self.suppress_begin = jnp.asarray(suppress), jnp.asarray(begin)
+        self.max_new_tokens = int(decoding.get("max_new_tokens", config.ar_decoder.max_length // 2))
         self._greedy = jax.jit(self._greedy_impl)
         self._encode = jax.jit(self._encode_impl, static_argnums=(3,))
 
@@ -112,6 +114,7 @@ class JaxWhisper:
         model, variables = self.model, {"params": params}
         prompt = jnp.asarray(self.config.prompt_ids, jnp.int32)[None]  # [1, P]
         max_length = self.config.ar_decoder.max_length
+        max_new = self.max_new_tokens
         eos = self.config.eos_id
         cross_kv = model.apply(variables, encoded, method=model.ar_cross_kv)
         cache = model.apply(variables, 1, max_length, method=model.ar_init_cache)
@@ -125,12 +128,12 @@ class JaxWhisper:
             return jnp.argmax(step_logits, axis=-1).astype(jnp.int32)
 
         first = pick(logits[:, -1], True)
-        out = jnp.full((1, max_length), eos, jnp.int32).at[:, 0].set(first)
+        out = jnp.full((1, max_new), eos, jnp.int32).at[:, 0].set(first)
         num_prompt = prompt.shape[1]
 
         def cond(state):
             i, token, _, _ = state
-            return (i < max_length - num_prompt) & (token[0] != eos)
+            return (i < max_new) & (token[0] != eos)
 
         def body(state):
             i, token, cache, out = state
