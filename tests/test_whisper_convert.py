@@ -137,6 +137,7 @@ def test_convert_whisper_writes_a_checkpoint_that_loads_with_the_same_weights(tm
     # Greedy decoding must never emit [MASK] or the start / task tokens.
     assert {cfg.mask_id, 51, 52} <= set(ckpt.decoding["suppress_ids"])
     assert ckpt.decoding["suppress_begin_ids"][-1] == 50
+    assert ckpt.decoding["max_new_tokens"] == fx.TINY_DIMS.decoder_positions // 2
     assert ckpt.feature_config.num_mels == fx.TINY_DIMS.num_mels
 
 
