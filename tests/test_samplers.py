@@ -167,6 +167,20 @@ def test_entropy_budget_excess_is_non_decreasing_along_the_prefix():
     assert np.all(excess[:, 0] == 0)
 
 
+def test_sampled_tokens_follow_the_tempered_distribution_and_skip_forbidden_ids():
+    logits = jnp.log(jnp.array([0.0, 0.1, 0.2, 0.0, 0.7]))[None, None, :]  # ids 0 and 3: p = 0
+    logits = jnp.broadcast_to(jnp.maximum(logits, samplers.NEG_LOGIT), (1, 4000, 5))
+    uniform = (
+        jax.random.uniform(jax.random.key(0), (1, 4000)).at[0, :2].set(jnp.array([0.0, 0.9999999]))
+    )
+    stats = samplers.token_stats(logits, temperature=1.0, uniform=uniform)
+    counts = np.bincount(np.asarray(stats.candidate).ravel(), minlength=5) / 4000
+    assert counts[0] == 0 and counts[3] == 0
+    np.testing.assert_allclose(counts, [0, 0.1, 0.2, 0, 0.7], atol=0.03)
+    hot = samplers.token_stats(logits * 0.5, temperature=0.5, uniform=uniform)  # same distribution
+    np.testing.assert_array_equal(np.asarray(hot.candidate), np.asarray(stats.candidate))
+
+
 def test_pbeb_order_is_unchanged_by_shifting_the_position_origin():
     rng = np.random.default_rng(1)
     confidence = jnp.asarray(rng.uniform(0.05, 1.0, size=(4, 32)), jnp.float32)

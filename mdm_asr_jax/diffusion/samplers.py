@@ -270,11 +270,19 @@ class TokenStats(NamedTuple):
     margin: Array | None  # [B,L] float32 p1 - p2
 
 
-def _gumbel_argmax(logits: Array, uniform: Array) -> Array:
-    """A sample of softmax(logits) per position from uniforms [..., V] (Gumbel-max trick)."""
-    tiny = jnp.finfo(jnp.float32).tiny
-    gumbel = -jnp.log(-jnp.log(jnp.clip(uniform, tiny, 1.0 - 1e-7)))
-    return jnp.argmax(logits + gumbel, axis=-1)
+def _inverse_cdf_sample(probs: Array, uniform: Array) -> Array:
+    """One token per position from probs [...,V] and one uniform [...] in [0, 1) each.
+
+    Takes the first token whose cumulative probability reaches u * total; a zero-probability
+    (forbidden) pick, possible only through float rounding at the ends, falls back to argmax.
+    One uniform per position keeps the random draws O(B*L) instead of O(B*L*V).
+    """
+    cdf = jnp.cumsum(probs, axis=-1)
+    threshold = jnp.maximum(uniform, 1e-7)[..., None] * cdf[..., -1:]
+    index = jnp.sum(cdf < threshold, axis=-1)
+    index = jnp.minimum(index, probs.shape[-1] - 1)
+    picked = jnp.take_along_axis(probs, index[..., None], axis=-1)[..., 0]
+    return jnp.where(picked > 0, index, jnp.argmax(probs, axis=-1))
 
 
 def token_stats(
@@ -283,7 +291,7 @@ def token_stats(
     """Candidate tokens and float32 confidence / entropy / margin from (masked) logits [B,L,V].
 
     temperature 0: argmax tokens, statistics of softmax(logits). temperature T > 0: tokens drawn
-    from softmax(logits / T) using `uniform` [B,L,V] in (0, 1) (Gumbel-max); statistics of that
+    from softmax(logits / T) by inverse CDF with `uniform` [B,L] in [0, 1); statistics of that
     tempered distribution.
     """
     logits = logits.astype(jnp.float32)
@@ -294,7 +302,7 @@ def token_stats(
     entropy = -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
     entropy = jnp.maximum(entropy, 0.0)
     if temperature > 0:
-        candidate = _gumbel_argmax(logits, uniform)
+        candidate = _inverse_cdf_sample(probs, uniform)
     else:
         candidate = jnp.argmax(logits, axis=-1)
     candidate = candidate.astype(jnp.int32)
@@ -499,22 +507,20 @@ def mdm_sample(
         live = state.canvas == mask_id  # [B,L]
         logits = logits_fn(state.canvas).astype(jnp.float32)  # [B,L,V]
         logits = logits.at[..., forbidden_arr].set(NEG_LOGIT)
-        # One uniform draw per row and step: [..., :V] for token sampling, [..., V] for positions.
+        # One draw per row and step: [..., 0] samples tokens, [..., 1] picks positions.
         uniform = None
         if needs_random:
             uniform = jax.vmap(
-                lambda k: jax.random.uniform(
-                    jax.random.fold_in(k, state.step), (canvas_length, logits.shape[-1] + 1)
-                )
-            )(row_keys)  # [B,L,V+1]
+                lambda k: jax.random.uniform(jax.random.fold_in(k, state.step), (canvas_length, 2))
+            )(row_keys)  # [B,L,2]
         stats = token_stats(
             logits,
             temperature=config.temperature,
-            uniform=None if uniform is None else uniform[..., :-1],
+            uniform=None if uniform is None else uniform[..., 0],
             with_margin=config.name == "eb" and config.proxy == "margin",
         )
         commit = select_commits(
-            config, stats, live, state.step, nfe, None if uniform is None else uniform[..., -1]
+            config, stats, live, state.step, nfe, None if uniform is None else uniform[..., 1]
         )
         commit = jnp.where(state.step == nfe - 1, live, commit & live)
         new_canvas = jnp.where(commit, stats.candidate, state.canvas)
