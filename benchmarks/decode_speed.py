@@ -87,7 +87,9 @@ flags.DEFINE_integer("repeats", 3, "Timed calls per batch (median).")
 flags.DEFINE_integer("max_utterances", 16, "Utterances read from the manifest (0 = all).")
 flags.DEFINE_integer("num_utterances", 8, "Synthetic utterances (with --model_size).")
 flags.DEFINE_float("seconds", 4.0, "Seconds per synthetic utterance (with --model_size).")
-flags.DEFINE_integer("canvas_length", 128, "Fixed MDM canvas of the random model.")
+flags.DEFINE_integer(
+    "canvas_length", 0, "Fixed MDM canvas; 0 = the checkpoint's (its decoding.canvas_length) / 128."
+)
 flags.DEFINE_integer("vocab_size", 256, "Vocabulary of the random model (with [MASK]).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Random model compute dtype.")
 flags.DEFINE_integer("seed", 0, "Seed of the random model, synthetic audio and sampler keys.")
@@ -126,18 +128,20 @@ class Setup:
                 if self.model_config.mdm_decoder
                 else 0
             )
-            self.canvas_length = int(self.checkpoint.decoding.get("canvas_length") or default)
+            self.canvas_length = FLAGS.canvas_length or int(
+                self.checkpoint.decoding.get("canvas_length") or default
+            )
             self.source = f"checkpoint {FLAGS.checkpoint}, manifest {FLAGS.manifest}"
         else:
             self.checkpoint = None
             self.model_config = named_model_config(
                 FLAGS.model_size,
                 vocab_size=FLAGS.vocab_size,
-                canvas_length=FLAGS.canvas_length,
+                canvas_length=FLAGS.canvas_length or 128,
                 dtype=FLAGS.dtype,
             )
             params = random_params(self.model_config, FLAGS.seed)
-            self.canvas_length = FLAGS.canvas_length
+            self.canvas_length = FLAGS.canvas_length or 128
             self.source = (
                 f"random {FLAGS.model_size} model, {FLAGS.num_utterances} synthetic utterances "
                 f"of {FLAGS.seconds:g} s"

@@ -1,0 +1,135 @@
+"""The benchmarks run from a clean checkout and print one valid JSON line per measurement.
+
+Smoke runs only (tiny 2-layer width-32 models, one NFE, one repeat): the lines must parse and
+carry the keys the README table is built from. No timing is asserted. Each benchmark runs as a
+subprocess (as a user would), with one CPU device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DECODE_KEYS = {"benchmark", "part", "sampler", "nfe", "batch_size", "rtfx", "device", "dtype"}
+TRAIN_KEYS = {
+    "objective",
+    "isct_steps",
+    "step_seconds",
+    "tokens_per_s",
+    "peak_memory_bytes",
+    "peak_memory_source",
+    "batch_size",
+    "device",
+    "dtype",
+}
+
+
+def run_benchmark(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def json_lines(stdout: str) -> list[dict]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]  # every stdout line must be JSON
+
+
+TINY_DECODE = (
+    "--model_size=test",
+    "--nfes=2",
+    "--samplers=pbeb",
+    "--batch_size=1",
+    "--num_utterances=1",
+    "--seconds=1",
+    "--canvas_length=8",
+    "--repeats=1",
+)
+
+
+def test_decode_speed_prints_a_json_line_per_sampler_and_nfe():
+    result = run_benchmark("decode_speed.py", *TINY_DECODE, "--parts=sampler")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    assert len(records) == 1, records
+    record = records[0]
+    assert DECODE_KEYS <= set(record), set(record)
+    assert record["sampler"] == "pbeb(lam=0.2,gamma=0.05)"
+    assert (record["nfe"], record["batch_size"], record["part"]) == (2, 1, "sampler")
+    assert record["rtfx"] > 0 and record["device"].startswith("cpu")
+    assert 1 <= record["mean_nfe"] <= 2
+    assert record["audio_seconds"] == pytest.approx(1.0)
+
+
+def test_decode_speed_rejects_a_non_mdm_sampler_with_a_clear_message():
+    result = run_benchmark("decode_speed.py", "--model_size=test", "--samplers=ar_greedy")
+    assert result.returncode != 0
+    assert "masked-diffusion" in result.stderr and "part=ar" in result.stderr
+
+
+def test_decode_speed_needs_a_manifest_with_a_checkpoint(tmp_path):
+    result = run_benchmark("decode_speed.py", f"--checkpoint={tmp_path}", "--parts=sampler")
+    assert result.returncode != 0
+    assert "--manifest" in result.stderr
+
+
+def test_train_step_rejects_an_unknown_objective():
+    result = run_benchmark("train_step.py", "--objectives=mdm,bogus")
+    assert result.returncode != 0
+    assert "bogus" in result.stderr and "isctK" in result.stderr
+
+
+@pytest.mark.slow
+def test_decode_speed_every_part_on_a_random_model():
+    result = run_benchmark("decode_speed.py", *TINY_DECODE, "--batch_size=2", "--nfes=2,3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    for record in records:
+        assert DECODE_KEYS <= set(record), record
+    parts = {(r["part"], r["batch_size"]) for r in records}
+    for part in ("sampler", "ar", "overhead", "canvas"):
+        assert {(part, 1), (part, 2)} <= parts, (part, parts)
+    (whisper,) = [r for r in records if r["part"] == "faster_whisper"]
+    assert whisper["rtfx"] is None and "not Whisper" in whisper["skipped"]
+    overhead = [r for r in records if r["part"] == "overhead"]
+    assert all(r["forward_seconds"] > 0 and r["encoder_seconds"] > 0 for r in overhead)
+    canvas = {r["canvas"] for r in records if r["part"] == "canvas"}
+    assert canvas == {"fixed", "adaptive"}
+
+
+@pytest.mark.slow
+def test_train_step_prints_each_objective():
+    result = run_benchmark(
+        "train_step.py",
+        "--model_size=test",
+        "--objectives=ar,mdm,isct2",
+        "--batch_size=2",
+        "--seconds=1",
+        "--tokens=6",
+        "--canvas_length=8",
+        "--repeats=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    assert [r["objective"] for r in records] == ["ar", "mdm", "isct2"]
+    assert [r["isct_steps"] for r in records] == [0, 1, 2]
+    for record in records:
+        assert TRAIN_KEYS <= set(record), record
+        assert record["step_seconds"] > 0 and record["peak_memory_bytes"] > 0
+    # ISCT K=2 runs the decoder twice: XLA plans more temporary memory than for plain MDM.
+    mdm, isct = records[1]["compiled_memory"], records[2]["compiled_memory"]
+    if mdm and isct:
+        assert isct["temp_bytes"] > mdm["temp_bytes"]
