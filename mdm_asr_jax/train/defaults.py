@@ -67,7 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
             dropout=0.1,
             dtype="float32",  # compute dtype (bfloat16 on TPU/GPU)
             param_dtype="float32",
-            init_from="",  # checkpoint directory to copy weights from
+            # A converted checkpoint (mdm-asr-convert) whose architecture, tokenizer and features
+            # to fine-tune; "" = build the model from the size tables above.
+            base_checkpoint="",
+            init_from="",  # checkpoint directory to copy weights from ("" = base_checkpoint)
             init_map=(),  # ((target prefix, source prefix), ...); () = same names
         )
     )

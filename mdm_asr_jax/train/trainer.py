@@ -92,6 +92,38 @@ def feature_config(config: ml_collections.ConfigDict) -> FeatureConfig:
     return FeatureConfig(kind=config.features.kind, num_mels=config.features.num_mels)
 
 
+def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) -> ModelConfig:
+    """ModelConfig for fine-tuning a converted checkpoint: its architecture, vocabulary and
+    prompt, with the heads, dropout, decoder length and dtype of the training config."""
+    m = config.model
+    max_length = m.max_length or (config.objective.canvas_length + len(base.prompt_ids))
+    if base.encoder.kind == "fastconformer":
+        from mdm_asr_jax.nn.fastconformer import canary_finetune_config
+
+        return canary_finetune_config(
+            base, mdm=m.mdm, ar=m.ar, dropout=m.dropout, max_length=max_length, dtype=m.dtype
+        )
+    if base.encoder.kind == "whisper":
+        from mdm_asr_jax.nn.whisper import whisper_finetune_config
+
+        tuned = whisper_finetune_config(base, mdm=m.mdm, ar=m.ar, dropout=m.dropout)
+        return dataclasses.replace(tuned, dtype=m.dtype).validate()
+    source = base.ar_decoder or base.mdm_decoder
+    if source is None:
+        raise TrainError(f"{m.base_checkpoint} has no decoder to fine-tune")
+    decoder = dataclasses.replace(
+        source, dropout=m.dropout, max_length=max(source.max_length, max_length)
+    )
+    return dataclasses.replace(
+        base,
+        encoder=dataclasses.replace(base.encoder, dropout=m.dropout),
+        mdm_decoder=dataclasses.replace(decoder, bidirectional=True) if m.mdm else None,
+        ar_decoder=dataclasses.replace(decoder, bidirectional=False) if m.ar else None,
+        ctc=m.ctc and base.ctc,
+        dtype=m.dtype,
+    ).validate()
+
+
 def build_model_config(config: ml_collections.ConfigDict, tokenizer: Any) -> ModelConfig:
     """ModelConfig from the training config's size names and the tokenizer's ids."""
     m = config.model
@@ -299,9 +331,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
-    tokenizer = load_or_train_tokenizer(config, workdir, data)
-    features = feature_config(config)
-    model_config = build_model_config(config, tokenizer)
+    if config.model.base_checkpoint:
+        base_model, features, tokenizer, _, _ = ckpt.read_config(config.model.base_checkpoint)
+        model_config = finetune_model_config(config, base_model)
+    else:
+        tokenizer = load_or_train_tokenizer(config, workdir, data)
+        features = feature_config(config)
+        model_config = build_model_config(config, tokenizer)
     objective = objective_config(config).validate(model_config)
     if jax.process_index() == 0:
         ckpt.write_config(
@@ -330,15 +366,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     root_key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(root_key, 3)
     state, state_shardings = create_train_state(model, tx, init_key, mesh, rules, ema=ema)
-    if config.model.init_from:
-        state = _load_pretrained(state, config.model.init_from, config.model.init_map)
+    init_from = config.model.init_from or config.model.base_checkpoint
+    if init_from and not (workdir / ckpt.CHECKPOINTS_DIR).exists():
+        state = _load_pretrained(state, init_from, config.model.init_map)
 
     train_pipeline = make_train_pipeline(data, tokenizer, features, objective, config.seed)
     train_iter = iter(train_pipeline)
     manager = ocp.CheckpointManager(
         workdir / ckpt.CHECKPOINTS_DIR,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.train.keep_checkpoints,
+            # Keep the last N saves and the best one by dev WER.
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+                [
+                    ocp.checkpoint_managers.LatestN(n=config.train.keep_checkpoints),
+                    ocp.checkpoint_managers.BestN(
+                        get_metric_fn=lambda metrics: metrics["wer"],
+                        reverse=True,
+                        n=1,
+                        keep_checkpoints_without_metrics=False,
+                    ),
+                ]
+            ),
             enable_async_checkpointing=config.train.async_checkpointing,
             create=True,
         ),
@@ -399,7 +447,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 do_eval = config.train.eval_every > 0 and (
                     step % config.train.eval_every == 0 or step == num_steps
                 )
-                if do_eval and (data.dev_manifest or data.dev_tfds):
+                evaluated = bool(do_eval and (data.dev_manifest or data.dev_tfds))
+                if evaluated:
                     eval_params = state.ema_params if ema else state.params
                     results["eval"] = run_eval(
                         model_config,
@@ -430,7 +479,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     if best is None or results["eval"]["wer"] < best["wer"]:
                         best = {"step": step, "wer": results["eval"]["wer"]}
                         _write_best(workdir, best)
-                if step % config.train.checkpoint_every == 0 or step == num_steps:
+                # Save on schedule, at the end, and whenever dev WER was measured (so the best
+                # step by WER always has a checkpoint).
+                if step % config.train.checkpoint_every == 0 or step == num_steps or evaluated:
                     inference = state.ema_params if ema else state.params
                     manager.save(
                         step,
@@ -439,6 +490,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                             params=ocp.args.StandardSave(inference),
                             data_iter=grain.checkpoint.CheckpointSave(train_iter),
                         ),
+                        metrics={"wer": results["eval"]["wer"]} if evaluated else None,
+                        force=True,
                     )
     finally:
         manager.wait_until_finished()
@@ -454,7 +507,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 features,
                 data,
                 config,
-                jax.random.fold_in(eval_key, -1),
+                jax.random.fold_in(eval_key, 2**31 - 1),
                 manifest=data.test_manifest,
                 sampler=spec,
                 max_utterances=None,
@@ -504,6 +557,8 @@ def run_eval(
     manifest=None,
     sampler=None,
     max_utterances=_UNSET,
+    workdir="",
+    step=None,
 ) -> dict[str, Any]:
     """Evaluation through the same evaluator the eval CLI uses (dev set unless told)."""
     from mdm_asr_jax.eval.evaluate import evaluate_params
@@ -524,6 +579,9 @@ def run_eval(
         canvas_length=config.objective.canvas_length,
         max_utterances=max_utterances,
         key=key,
+        tfds_data_dir=data.tfds_data_dir or None,
+        workdir=workdir,
+        step=step,
     )
 
 
@@ -548,11 +606,15 @@ def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
     dst = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
     pairs = [tuple(p) for p in mapping] or [("", "")]
     copied, problems = 0, []
+    covered: set[str] = set()
     new = dict(dst)
     for target_prefix, source_prefix in pairs:
         for name, value in dst.items():
-            if not name.startswith(target_prefix):
+            if target_prefix and not (
+                name == target_prefix or name.startswith(target_prefix + "/")
+            ):
                 continue
+            covered.add(name)
             src_name = source_prefix + name[len(target_prefix) :]
             if src_name not in src:
                 problems.append(f"{name}: no {src_name} in {source}")
@@ -576,6 +638,10 @@ def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
                 continue
             new[name] = sv.astype(value.dtype)
             copied += 1
+    problems += [
+        f"{name}: not covered by init_map, left at its initial value"
+        for name in sorted(set(dst) - covered)
+    ]
     for p in problems:
         logging.warning("init_from: %s", p)
     print(
