@@ -9,12 +9,14 @@ to its length limit, so its numbers are the cost *at the cap*; `mean_nfe` in eve
 how many decoder passes were really used.
 
 Every call goes through `mdm_asr_jax.decode.decode` (what eval and transcribe run). For each
-batch size (1 and --batch_size), each measurement is: per batch, a first call (compiles when
-the shape is new; its extra time is `compile_seconds`), then --repeats timed calls with
-`jax.block_until_ready` (decode returns host arrays) and the median; `decode_seconds` is the sum
-of the medians over the batches and `rtfx` = audio seconds / decode_seconds. Timed: encoder +
-cross-attention K/V + decode loop + fetching the ids; log-mel features are computed before
-(once) and not timed. One JSON line per measurement, `part` says which:
+batch size (1 and --batch_size), every measurement first makes one call per batch (compiles
+when the shape is new; the extra time over the median is `compile_seconds`), then all the
+measurements are timed in --repeats interleaved rounds (each round times every measurement once,
+starting one further along), so a change in machine load (a shared CPU) touches them alike;
+each call is waited for with `jax.block_until_ready` (decode returns host arrays).
+`decode_seconds` is the sum over batches of the median time, `rtfx` = audio seconds /
+decode_seconds. Timed: encoder + cross-attention K/V + decode loop + fetching the ids; log-mel
+features are computed before (once) and not timed. One JSON line per measurement, `part` says which:
 
   part=sampler   each MDM sampler (--samplers) at each NFE cap (--nfes), fixed canvas
   part=ar        AR greedy with the same encoder and a decoder of the same size (if the model
@@ -225,43 +227,80 @@ def resolve_audio(manifest: str, eval_set: Any) -> list[str]:
     return out
 
 
-def time_batches(
-    batches: Sequence[dict[str, Any]], call: Callable[[dict[str, Any]], Any]
-) -> dict[str, Any]:
-    """Runs `call` per batch: a first call, then --repeats timed calls (median per batch)."""
-    from mdm_asr_jax.eval.metrics import CompileWatcher
+class Measurement:
+    """One JSON line to be: a call per batch, its warm-up (compile) and its timed calls."""
 
-    decode_seconds = compile_seconds = audio_seconds = 0.0
-    nfe_sum, rows = 0.0, 0
-    for batch in batches:
-        host = batch["host"]
-        with CompileWatcher() as watcher:
+    def __init__(
+        self,
+        record: dict[str, Any],
+        batches: Sequence[dict[str, Any]],
+        call: Callable[[dict[str, Any]], Any],
+    ):
+        self.record, self.batches, self.call = record, list(batches), call
+        self.times: list[list[float]] = [[] for _ in self.batches]
+        self.first: list[float] = []
+        self.compiled: list[bool] = []
+        self.outputs: list[Any] = []
+
+    def warm_up(self) -> None:
+        """The first call per batch (compiles when the shape is new), timed apart."""
+        from mdm_asr_jax.eval.metrics import CompileWatcher
+
+        for batch in self.batches:
+            with CompileWatcher() as watcher:
+                start = time.perf_counter()
+                out = jax.block_until_ready(self.call(batch))
+                self.first.append(time.perf_counter() - start)
+            self.compiled.append(watcher.compiled)
+            self.outputs.append(out)
+
+    def time_once(self) -> None:
+        for number, batch in enumerate(self.batches):
             start = time.perf_counter()
-            out = jax.block_until_ready(call(batch))
-            first = time.perf_counter() - start
-        times = []
-        for _ in range(max(FLAGS.repeats, 1)):
-            start = time.perf_counter()
-            out = jax.block_until_ready(call(batch))
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times)
-        decode_seconds += median
-        if watcher.compiled:
-            compile_seconds += max(first - median, 0.0)
-        mask = np.asarray(host["example_mask"], bool)
-        audio_seconds += float(np.asarray(host["seconds"])[mask].sum())
-        nfe_used = getattr(out, "nfe_used", None)
-        if nfe_used is not None:
-            nfe_sum += float(np.asarray(nfe_used)[mask].sum())
-            rows += int(mask.sum())
-    return {
-        "rtfx": audio_seconds / decode_seconds if decode_seconds > 0 else None,
-        "decode_seconds": decode_seconds,
-        "audio_seconds": audio_seconds,
-        "compile_seconds": compile_seconds,
-        "mean_nfe": nfe_sum / rows if rows else None,
-        "batches": len(batches),
-    }
+            jax.block_until_ready(self.call(batch))
+            self.times[number].append(time.perf_counter() - start)
+
+    def medians(self) -> list[float]:
+        return [statistics.median(t) for t in self.times]
+
+    def result(self) -> dict[str, Any]:
+        """The record with rtfx, decode / audio / compile seconds and mean NFE filled in."""
+        medians = self.medians()
+        decode_seconds = sum(medians)
+        compile_seconds = sum(
+            max(first - median, 0.0)
+            for first, median, compiled in zip(self.first, medians, self.compiled, strict=True)
+            if compiled
+        )
+        audio_seconds, nfe_sum, rows = 0.0, 0.0, 0
+        for batch, out in zip(self.batches, self.outputs, strict=True):
+            host = batch["host"]
+            mask = np.asarray(host["example_mask"], bool)
+            audio_seconds += float(np.asarray(host["seconds"])[mask].sum())
+            nfe_used = getattr(out, "nfe_used", None)
+            if nfe_used is not None:
+                nfe_sum += float(np.asarray(nfe_used)[mask].sum())
+                rows += int(mask.sum())
+        return self.record | {
+            "rtfx": audio_seconds / decode_seconds if decode_seconds > 0 else None,
+            "decode_seconds": decode_seconds,
+            "audio_seconds": audio_seconds,
+            "compile_seconds": compile_seconds,
+            "mean_nfe": nfe_sum / rows if rows else None,
+            "batches": len(self.batches),
+        }
+
+
+def run_interleaved(measurements: Sequence[Measurement]) -> None:
+    """Warms every measurement up, then times them in rounds (each round visits all of them,
+    starting one further along), so a change in machine load touches every measurement alike
+    and the ratios between them stay meaningful on a shared machine."""
+    for measurement in measurements:
+        measurement.warm_up()
+    count = len(measurements)
+    for round_number in range(max(FLAGS.repeats, 1)):
+        for offset in range(count):
+            measurements[(round_number + offset) % count].time_once()
 
 
 def base_record(setup: Setup, part: str, spec: str, nfe: int | None, batch_size: int) -> dict:
@@ -281,46 +320,130 @@ def base_record(setup: Setup, part: str, spec: str, nfe: int | None, batch_size:
 TIMED = "encoder + cross K/V + decode loop + ids to host (features precomputed, not timed)"
 
 
-def run_samplers(setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]):
+def decode_call(setup: Setup, spec: str, nfe: int | None, **kwargs: Any):
     from mdm_asr_jax.decode import decode
 
+    return lambda batch: decode(setup.model, setup.params, batch, spec, nfe, FLAGS.seed, **kwargs)
+
+
+def sampler_measurements(
+    setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]
+) -> list[Measurement]:
+    out = []
     for spec in specs:
         for nfe in nfes:
-            result = time_batches(
-                setup.batches(batch_size),
-                lambda b, spec=spec, nfe=nfe: decode(
-                    setup.model,
-                    setup.params,
-                    b,
-                    spec,
-                    nfe,
-                    FLAGS.seed,
-                    canvas_length=setup.canvas_length,
-                ),
-            )
             record = base_record(setup, "sampler", spec, nfe, batch_size)
-            record.update(result, canvas="fixed", canvas_length=setup.canvas_length, timed=TIMED)
-            emit(record)
+            record.update(canvas="fixed", canvas_length=setup.canvas_length, timed=TIMED)
+            call = decode_call(setup, spec, nfe, canvas_length=setup.canvas_length)
+            out.append(Measurement(record, setup.batches(batch_size), call))
+    return out
 
 
-def run_ar(setup: Setup, batch_size: int) -> None:
-    from mdm_asr_jax.decode import decode
-
+def ar_measurements(setup: Setup, batch_size: int) -> list[Measurement]:
     record = base_record(setup, "ar", "ar_greedy", None, batch_size)
     if setup.model_config.ar_decoder is None:
         emit(record | {"rtfx": None, "skipped": "the model has no AR decoder"})
-        return
-    result = time_batches(
-        setup.batches(batch_size),
-        lambda b: decode(setup.model, setup.params, b, "ar_greedy", None, FLAGS.seed),
-    )
+        return []
     prompt = len(setup.model_config.prompt_ids)
     record.update(
-        result,
         max_len=setup.model_config.ar_decoder.max_length - prompt,
         timed=TIMED.replace("decode loop", "greedy loop with KV cache"),
     )
-    emit(record)
+    return [Measurement(record, setup.batches(batch_size), decode_call(setup, "ar_greedy", None))]
+
+
+def canvas_measurements(
+    setup: Setup, batch_size: int, specs: Sequence[str], nfe: int
+) -> list[Measurement]:
+    out = []
+    for spec in specs:
+        for mode in ("fixed", "adaptive"):
+            record = base_record(setup, "canvas", spec, nfe, batch_size)
+            record.update(canvas=mode, timed=TIMED)
+            call = decode_call(
+                setup,
+                spec,
+                nfe,
+                canvas_length=setup.canvas_length,
+                adaptive_canvas=mode == "adaptive",
+            )
+            out.append(Measurement(record, setup.batches(batch_size), call))
+    return out
+
+
+def finish_canvas(measurement: Measurement) -> dict[str, Any]:
+    lengths = sorted({int(out.tokens.shape[1]) for out in measurement.outputs})
+    return measurement.result() | {"canvas_length": max(lengths), "canvas_lengths": lengths}
+
+
+def overhead_measurements(
+    setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]
+) -> tuple[list[Measurement], Callable[[], list[dict[str, Any]]]]:
+    """Encoder alone, one bare decoder forward, and fixed-step decodes at the lowest and highest
+    NFE per sampler, all on the first batch; returns the measurements and a function that turns
+    their medians into one record per sampler."""
+    model, variables = setup.model, {"params": setup.params}
+    batch = setup.batches(batch_size)[0]
+    length = setup.canvas_length
+    mask_id = setup.model_config.mask_id
+
+    @jax.jit
+    def encode(variables, features, feature_mask):
+        encoded, enc_mask = model.apply(variables, features, feature_mask, method=model.encode)
+        return enc_mask, model.apply(variables, encoded, method=model.mdm_cross_kv)
+
+    @jax.jit
+    def forward(variables, canvas, enc_mask, cross_kv):
+        return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+
+    enc_mask, cross_kv = encode(variables, batch["features"], batch["feature_mask"])
+    canvas = jax.numpy.full((batch_size, length), mask_id, jax.numpy.int32)
+    encoder = Measurement(
+        {}, [batch], lambda b: encode(variables, b["features"], b["feature_mask"])
+    )
+    bare = Measurement({}, [batch], lambda b: forward(variables, canvas, enc_mask, cross_kv))
+    lo, hi = min(nfes), max(nfes)
+    if lo == hi:
+        lo = 1
+    fixed = {
+        (spec, nfe): Measurement(
+            {},
+            [batch],
+            decode_call(setup, spec, nfe, canvas_length=length, fixed_steps=True),
+        )
+        for spec in specs
+        for nfe in (lo, hi)
+    }
+
+    def finish() -> list[dict[str, Any]]:
+        encoder_seconds = encoder.medians()[0]
+        forward_seconds = bare.medians()[0]
+        host = batch["host"]
+        audio = float(np.asarray(host["seconds"])[np.asarray(host["example_mask"])].sum())
+        records = []
+        for spec in specs:
+            t_lo, t_hi = fixed[spec, lo].medians()[0], fixed[spec, hi].medians()[0]
+            step_seconds = (t_hi - t_lo) / (hi - lo)
+            record = base_record(setup, "overhead", spec, hi, batch_size)
+            record.update(
+                rtfx=audio / t_hi,
+                step_seconds=step_seconds,
+                forward_seconds=forward_seconds,
+                overhead_ratio=step_seconds / forward_seconds,
+                encoder_seconds=encoder_seconds,
+                fixed_steps_seconds={str(lo): t_lo, str(hi): t_hi},
+                canvas_length=length,
+                timed=(
+                    "step_seconds = (decode(fixed_steps, nfe=hi) - decode(fixed_steps, nfe=lo))"
+                    " / (hi - lo) on one batch; forward_seconds = jit(mdm_logits) on a "
+                    "full-[MASK] canvas with precomputed cross K/V; encoder_seconds = encoder + "
+                    "cross K/V; rtfx = fixed-step decode at nfe=hi"
+                ),
+            )
+            records.append(record)
+        return records
+
+    return [encoder, bare, *fixed.values()], finish
 
 
 def run_faster_whisper(setup: Setup) -> None:
@@ -378,109 +501,6 @@ def run_faster_whisper(setup: Setup) -> None:
     emit(record)
 
 
-def run_overhead(setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]):
-    """Per-step cost of the sampler loop vs a bare decoder forward on the same canvas."""
-    from mdm_asr_jax.decode import decode
-
-    model, params = setup.model, {"params": setup.params}
-    batch = setup.batches(batch_size)[0]
-    length = setup.canvas_length
-    mask_id = setup.model_config.mask_id
-
-    @jax.jit
-    def encode(params, features, feature_mask):
-        encoded, enc_mask = model.apply(params, features, feature_mask, method=model.encode)
-        return enc_mask, model.apply(params, encoded, method=model.mdm_cross_kv)
-
-    @jax.jit
-    def forward(params, canvas, enc_mask, cross_kv):
-        return model.apply(params, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
-
-    def median_of(fn: Callable[[], Any]) -> float:
-        jax.block_until_ready(fn())  # compile
-        times = []
-        for _ in range(max(FLAGS.repeats, 3)):
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    encoder_seconds = median_of(lambda: encode(params, batch["features"], batch["feature_mask"]))
-    enc_mask, cross_kv = encode(params, batch["features"], batch["feature_mask"])
-    canvas = jax.numpy.full((batch_size, length), mask_id, jax.numpy.int32)
-    forward_seconds = median_of(lambda: forward(params, canvas, enc_mask, cross_kv))
-    lo, hi = min(nfes), max(nfes)
-    if lo == hi:
-        lo = 1
-    for spec in specs:
-        totals = {}
-        for nfe in (lo, hi):
-            totals[nfe] = median_of(
-                lambda nfe=nfe, spec=spec: decode(
-                    model,
-                    setup.params,
-                    batch,
-                    spec,
-                    nfe,
-                    FLAGS.seed,
-                    canvas_length=length,
-                    fixed_steps=True,
-                )
-            )
-        step_seconds = (totals[hi] - totals[lo]) / (hi - lo)
-        host = batch["host"]
-        audio = float(np.asarray(host["seconds"])[np.asarray(host["example_mask"])].sum())
-        record = base_record(setup, "overhead", spec, hi, batch_size)
-        record.update(
-            rtfx=audio / totals[hi],
-            step_seconds=step_seconds,
-            forward_seconds=forward_seconds,
-            overhead_ratio=step_seconds / forward_seconds,
-            encoder_seconds=encoder_seconds,
-            fixed_steps_seconds={str(lo): totals[lo], str(hi): totals[hi]},
-            canvas_length=length,
-            timed=(
-                "step_seconds = (decode(fixed_steps, nfe=hi) - decode(fixed_steps, nfe=lo)) / "
-                "(hi - lo) on one batch; forward_seconds = jit(mdm_logits) on a full-[MASK] "
-                "canvas with precomputed cross K/V; rtfx = fixed-step decode at nfe=hi"
-            ),
-        )
-        emit(record)
-
-
-def run_canvas(setup: Setup, batch_size: int, specs: Sequence[str], nfe: int) -> None:
-    from mdm_asr_jax.decode import decode
-
-    for spec in specs:
-        for mode in ("fixed", "adaptive"):
-            lengths: list[int] = []
-
-            def call(b, spec=spec, mode=mode, lengths=lengths):
-                out = decode(
-                    setup.model,
-                    setup.params,
-                    b,
-                    spec,
-                    nfe,
-                    FLAGS.seed,
-                    canvas_length=setup.canvas_length,
-                    adaptive_canvas=mode == "adaptive",
-                )
-                lengths.append(int(out.tokens.shape[1]))
-                return out
-
-            result = time_batches(setup.batches(batch_size), call)
-            record = base_record(setup, "canvas", spec, nfe, batch_size)
-            record.update(
-                result,
-                canvas=mode,
-                canvas_length=max(lengths),
-                canvas_lengths=sorted(set(lengths)),
-                timed=TIMED,
-            )
-            emit(record)
-
-
 def canonical(specs: Sequence[str]) -> list[str]:
     """Spec strings as given, with bare names expanded to the defaults (pbeb -> pbeb(...))."""
     from mdm_asr_jax.diffusion.samplers import SamplerSpecError, parse_sampler
@@ -524,14 +544,27 @@ def main(argv: list[str]) -> None:
         print(f"# {setup.source}; {cpu_note()}", file=sys.stderr, flush=True)
     has_mdm = setup.model_config.mdm_decoder is not None
     for batch_size in sorted({1, FLAGS.batch_size}):
+        plain: list[Measurement] = []
         if "sampler" in FLAGS.parts and has_mdm:
-            run_samplers(setup, batch_size, specs, nfes)
+            plain += sampler_measurements(setup, batch_size, specs, nfes)
         if "ar" in FLAGS.parts:
-            run_ar(setup, batch_size)
-        if "overhead" in FLAGS.parts and has_mdm:
-            run_overhead(setup, batch_size, overhead_specs, nfes)
+            plain += ar_measurements(setup, batch_size)
+        canvas = []
         if "canvas" in FLAGS.parts and has_mdm:
-            run_canvas(setup, batch_size, canvas_specs, nfes[-1])
+            canvas = canvas_measurements(setup, batch_size, canvas_specs, nfes[-1])
+        overhead, finish_overhead = [], None
+        if "overhead" in FLAGS.parts and has_mdm:
+            overhead, finish_overhead = overhead_measurements(
+                setup, batch_size, overhead_specs, nfes
+            )
+        run_interleaved(plain + canvas + overhead)
+        for measurement in plain:
+            emit(measurement.result())
+        for measurement in canvas:
+            emit(finish_canvas(measurement))
+        if finish_overhead is not None:
+            for record in finish_overhead():
+                emit(record)
     if "faster_whisper" in FLAGS.parts:
         run_faster_whisper(setup)
 

@@ -4,13 +4,16 @@ For each objective a model of the named size is built with only the head that ob
 (AR: encoder + causal decoder; MDM/ISCT: encoder + bidirectional decoder of the same size), the
 trainer's own pieces are used (`create_train_state`, `make_train_step`, the AdamW optimiser from
 `train.defaults.base_config`), and one jitted, state-donating step is timed on a fixed synthetic
-batch (random log-mel, random transcripts) after a warm-up (compile) call; the median of
---repeats steps is reported. One JSON line per objective:
+batch (random log-mel, random transcripts). Every objective is compiled and run once first;
+then --repeats rounds time one step of each objective in turn (starting one further along each
+round), so load changes on a shared machine touch all objectives alike; medians are reported.
+One JSON line per objective:
 
   objective, isct_steps, step_seconds, compile_seconds, tokens_per_s (transcript tokens of the
   batch / step time), canvas_tokens_per_s (decoder positions per decoder pass), ratio_vs_ar,
-  peak_memory_bytes + peak_memory_source (device allocator peak if the backend reports one,
-  else this process's RSS high-water mark, which only grows over the run), compiled_memory
+  peak_memory_bytes + peak_memory_source (after the objective's first step: device allocator
+  peak if the backend reports one, else this process's RSS high-water mark, which only grows
+  over the run, so objectives later in --objectives include the earlier ones), compiled_memory
   (XLA's static plan for the step: argument / output / temp bytes, comparable across objectives),
   batch_size, seconds (audio per utterance), model_size, device, dtype.
 
@@ -23,6 +26,7 @@ decoder forward + backward passes.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +45,6 @@ from common import (  # noqa: E402
     named_model_config,
     peak_memory,
     synthetic_batch,
-    time_call,
 )
 
 FLAGS = flags.FLAGS
@@ -68,83 +71,109 @@ def parse_objective(name: str) -> tuple[str, int]:
     raise app.UsageError(f"--objectives: unknown objective {name!r}; use ar, mdm or isctK")
 
 
-def measure(name: str, batch: dict[str, np.ndarray]) -> dict:
-    """Builds the model and trainer step for one objective and times it."""
-    import flax.linen as nn
+class Prepared:
+    """One objective's compiled step with its own train state (timed by `main` in rounds)."""
 
-    from mdm_asr_jax.diffusion.process import ProcessConfig
-    from mdm_asr_jax.nn.model import ASRModel, init_params
-    from mdm_asr_jax.train import sharding
-    from mdm_asr_jax.train.defaults import base_config
-    from mdm_asr_jax.train.objective import ObjectiveConfig
-    from mdm_asr_jax.train.optim import make_optimizer
-    from mdm_asr_jax.train.trainer import create_train_state, make_train_step
+    def __init__(self, name: str, batch: dict[str, np.ndarray]):
+        import flax.linen as nn
 
-    head, isct_steps = parse_objective(name)
-    model_config = named_model_config(
-        FLAGS.model_size,
-        vocab_size=FLAGS.vocab_size,
-        canvas_length=FLAGS.canvas_length,
-        mdm=head == "mdm",
-        ar=head == "ar",
-        dtype=FLAGS.dtype,
-    )
-    objective = ObjectiveConfig(
-        mdm_weight=1.0 if head == "mdm" else 0.0,
-        ar_weight=1.0 if head == "ar" else 0.0,
-        canvas_length=FLAGS.canvas_length,
-        process=ProcessConfig(isct_steps=max(isct_steps, 1)),
-        spec_augment=FLAGS.spec_augment,
-    ).validate(model_config)
-    model = ASRModel(model_config)
-    optim = base_config().optim
-    mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
-    rules = sharding.DEFAULT_RULES
-    key = jax.random.key(0)
-    abstract = nn.meta.unbox(jax.eval_shape(lambda k: init_params(model, k)["params"], key))
-    tx, _ = make_optimizer(optim, 1000, abstract)
-    state, state_shardings = create_train_state(model, tx, key, mesh, rules, ema=False)
-    step_fn = jax.jit(make_train_step(model, tx, objective, 0.0), donate_argnums=(0,))
-    device_batch = jax.device_put(batch, jax.local_devices()[0])
-    start = time.perf_counter()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        compiled = step_fn.lower(state, device_batch, key).compile()
-    compile_seconds = time.perf_counter() - start
-    holder = {"state": state}
+        from mdm_asr_jax.diffusion.process import ProcessConfig
+        from mdm_asr_jax.nn.model import ASRModel, init_params
+        from mdm_asr_jax.train import sharding
+        from mdm_asr_jax.train.defaults import base_config
+        from mdm_asr_jax.train.objective import ObjectiveConfig
+        from mdm_asr_jax.train.optim import make_optimizer
+        from mdm_asr_jax.train.trainer import create_train_state, make_train_step
 
-    def one_step():
-        holder["state"], metrics = step_fn(holder["state"], device_batch, key)
+        self.name = name
+        self.head, self.isct_steps = parse_objective(name)
+        model_config = named_model_config(
+            FLAGS.model_size,
+            vocab_size=FLAGS.vocab_size,
+            canvas_length=FLAGS.canvas_length,
+            mdm=self.head == "mdm",
+            ar=self.head == "ar",
+            dtype=FLAGS.dtype,
+        )
+        objective = ObjectiveConfig(
+            mdm_weight=1.0 if self.head == "mdm" else 0.0,
+            ar_weight=1.0 if self.head == "ar" else 0.0,
+            canvas_length=FLAGS.canvas_length,
+            process=ProcessConfig(isct_steps=max(self.isct_steps, 1)),
+            spec_augment=FLAGS.spec_augment,
+        ).validate(model_config)
+        model = ASRModel(model_config)
+        self.mesh = sharding.make_mesh((1, 1, 1), jax.local_devices()[:1])
+        self.rules = sharding.DEFAULT_RULES
+        self.key = jax.random.key(0)
+        abstract = nn.meta.unbox(
+            jax.eval_shape(lambda k: init_params(model, k)["params"], self.key)
+        )
+        tx, _ = make_optimizer(base_config().optim, 1000, abstract)
+        self.state, _ = create_train_state(model, tx, self.key, self.mesh, self.rules, ema=False)
+        self.step_fn = jax.jit(make_train_step(model, tx, objective, 0.0), donate_argnums=(0,))
+        self.batch = jax.device_put(batch, jax.local_devices()[0])
+        start = time.perf_counter()
+        with self._context():
+            compiled = self.step_fn.lower(self.state, self.batch, self.key).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.compiled_memory = compiled_memory(compiled)
+        self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+        jax.block_until_ready(self.step())  # warm-up
+        self.peak_memory = peak_memory()  # after this objective's first step
+        self.times: list[float] = []
+
+    def _context(self):
+        import contextlib
+
+        import flax.linen as nn
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def step(self) -> jax.Array:
+        with self._context():
+            self.state, metrics = self.step_fn(self.state, self.batch, self.key)
         return metrics["loss"]
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        step_seconds, _ = time_call(one_step, FLAGS.repeats)
-    peak, source = peak_memory()
-    tokens = float(np.sum(batch["token_lengths"]))
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(holder["state"].params))
-    return {
-        "benchmark": "train_step",
-        "objective": name,
-        "isct_steps": isct_steps,
-        "step_seconds": step_seconds,
-        "compile_seconds": compile_seconds,
-        "tokens_per_s": tokens / step_seconds,
-        "canvas_tokens_per_s": batch["tokens"].shape[0] * FLAGS.canvas_length / step_seconds
-        if head == "mdm"
-        else None,
-        "peak_memory_bytes": peak,
-        "peak_memory_source": source,
-        "compiled_memory": compiled_memory(compiled),
-        "num_params": num_params,
-        "batch_size": int(batch["tokens"].shape[0]),
-        "seconds": FLAGS.seconds,
-        "tokens": FLAGS.tokens,
-        "canvas_length": FLAGS.canvas_length,
-        "model_size": FLAGS.model_size,
-        "timed": "one jitted train step (forward, backward, AdamW update), state donated",
-        "repeats": FLAGS.repeats,
-        "device": device_description(),
-        "dtype": FLAGS.dtype,
-    }
+    def time_once(self) -> None:
+        start = time.perf_counter()
+        jax.block_until_ready(self.step())
+        self.times.append(time.perf_counter() - start)
+
+    def record(self, batch: dict[str, np.ndarray]) -> dict:
+        step_seconds = statistics.median(self.times)
+        tokens = float(np.sum(batch["token_lengths"]))
+        peak, source = self.peak_memory
+        return {
+            "benchmark": "train_step",
+            "objective": self.name,
+            "isct_steps": self.isct_steps,
+            "step_seconds": step_seconds,
+            "compile_seconds": self.compile_seconds,
+            "tokens_per_s": tokens / step_seconds,
+            "canvas_tokens_per_s": batch["tokens"].shape[0] * FLAGS.canvas_length / step_seconds
+            if self.head == "mdm"
+            else None,
+            "peak_memory_bytes": peak,
+            "peak_memory_source": source,
+            "compiled_memory": self.compiled_memory,
+            "num_params": self.num_params,
+            "batch_size": int(batch["tokens"].shape[0]),
+            "seconds": FLAGS.seconds,
+            "tokens": FLAGS.tokens,
+            "canvas_length": FLAGS.canvas_length,
+            "model_size": FLAGS.model_size,
+            "timed": (
+                "one jitted train step (forward, backward, AdamW update), state donated; "
+                "median over interleaved rounds"
+            ),
+            "repeats": FLAGS.repeats,
+            "device": device_description(),
+            "dtype": FLAGS.dtype,
+        }
 
 
 def main(argv: list[str]) -> None:
@@ -164,11 +193,15 @@ def main(argv: list[str]) -> None:
         vocab_size=FLAGS.vocab_size,
     )
     note = cpu_note() if jax.default_backend() == "cpu" else None
-    ar_seconds = None
-    for name in FLAGS.objectives:
-        record = measure(name, batch)
-        if name == "ar":
-            ar_seconds = record["step_seconds"]
+    prepared = [Prepared(name, batch) for name in FLAGS.objectives]
+    # Interleaved rounds: every objective once per round, starting one further along, so a
+    # change in machine load touches all of them alike.
+    for round_number in range(max(FLAGS.repeats, 1)):
+        for offset in range(len(prepared)):
+            prepared[(round_number + offset) % len(prepared)].time_once()
+    records = [p.record(batch) for p in prepared]
+    ar_seconds = next((r["step_seconds"] for r in records if r["objective"] == "ar"), None)
+    for record in records:
         record["ratio_vs_ar"] = record["step_seconds"] / ar_seconds if ar_seconds else None
         if note:
             record["note"] = note
