@@ -22,6 +22,7 @@ from mdm_asr_jax.data import fsdd, synth
 from mdm_asr_jax.data.manifest import read_manifest, write_manifest
 
 RECIPES = ("demo", "digits")
+DEMO_COMMANDS = 120
 
 
 class RecipeError(ValueError):
@@ -81,7 +82,11 @@ def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
 
 def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     total = opts.num_train + opts.num_dev + opts.num_test
-    sentences = synth.generate_sentences("mixed", total, seed=seed)
+    # The built-in command grammar has a little over a hundred distinct phrases: take up to
+    # DEMO_COMMANDS of them and fill the rest with connected digits.
+    commands = min(DEMO_COMMANDS, total // 4)
+    sentences = synth.generate_sentences("commands", commands, seed=seed)
+    sentences += synth.generate_sentences("digits", total - commands, seed=seed + 1)
     manifests, problems = synth.build_synth_corpus(
         sentences,
         str(out_dir / "synth"),
