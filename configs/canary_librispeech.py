@@ -13,10 +13,10 @@ lambda = 0.2, gamma = 0.05, at most 32 NFEs.
 2. Prepare LibriSpeech 960 h as TFDS (`mdm-asr-prepare`, see README "Data"), then on every host
    of a TPU v4-32 / v5e-32 slice (launch/README.md):
      mdm-asr-train --config=configs/canary_librispeech.py:ckpt=$CKPT \\
-         --workdir=gs://BUCKET/mdm_canary1b --config.data.tfds_data_dir=gs://BUCKET/tfds
+         --workdir=/mnt/BUCKET/mdm_canary1b --config.data.tfds_data_dir=/mnt/BUCKET/tfds
    The 180M variant: `:ckpt=$CKPT_180M,variant=180m` (convert canary-180m-flash.nemo the same way).
 3. Evaluate (the config's final samplers run on test-clean at the end; other sets):
-     mdm-asr-eval --checkpoint=gs://BUCKET/mdm_canary1b --dataset=tfds:librispeech/test_other \\
+     mdm-asr-eval --checkpoint=/mnt/BUCKET/mdm_canary1b --dataset=tfds:librispeech/test_other \\
          --sampler='pbeb(lam=0.2,gamma=0.05)' --nfe=32
 
 Target (the paper, canary-1b-flash init, PBEB at 32 NFE): LibriSpeech test-clean 1.8 %,

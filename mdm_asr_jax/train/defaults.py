@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
             encoder_size="tiny",  # row of nn.config.ENCODER_SIZES
             decoder_size="tiny",  # row of nn.config.DECODER_SIZES
             subsampling=4,
+            subsampling_channels=0,  # conv channels of the subsampling stages; 0 = width
             mdm=True,  # masked-diffusion decoder
             ar=False,  # autoregressive decoder on the same encoder (baseline)
             ctc=False,  # CTC head on the encoder

@@ -135,6 +135,7 @@ def build_model_config(config: ml_collections.ConfigDict, tokenizer: Any) -> Mod
         num_mels=config.features.num_mels,
         dropout=m.dropout,
         subsampling=m.subsampling,
+        subsampling_channels=m.subsampling_channels,
     )
     common = dict(max_length=max_length, dropout=m.dropout)
     return ModelConfig(
