@@ -97,6 +97,7 @@ def test_isct_with_one_step_equals_plain_mdm_loss():
         np.testing.assert_allclose(float(isct[name]), float(plain[name]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_isct_gradients_are_finite_for_one_to_three_steps():
     config = tiny_model_config(ar=False, ctc=False)
     model = ASRModel(config)

@@ -70,6 +70,7 @@ def _run_steps(mesh_shape, devices, steps=2):
     return losses, state
 
 
+@pytest.mark.slow
 def test_sharded_train_step_matches_single_device():
     devices = jax.devices()
     assert len(devices) == 8, "conftest sets 8 fake CPU devices"
@@ -82,6 +83,7 @@ def test_sharded_train_step_matches_single_device():
     assert table.addressable_shards[0].data.shape == (10, 16)
 
 
+@pytest.mark.slow
 def test_freeze_regex_leaves_the_encoder_unchanged():
     config = tiny_model_config(max_length=12)
     model = ASRModel(config)
