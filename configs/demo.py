@@ -2,8 +2,12 @@
 and an AR decoder of the same size, trained together on CPU; then PBEB vs AR greedy on a test
 set of held-out voices and held-out sentences.
 
-Run (fresh machine, nothing downloaded; about 10-15 minutes on 2 CPU cores, most of it training):
+Run (fresh machine, nothing downloaded):
   mdm-asr-train --config=configs/demo.py --workdir=/tmp/mdm_demo
+
+Time: building the corpus (3300 utterances) takes a few minutes, each of the two frame buckets
+compiles the train step once, then 1500 steps. Measured on the 2-core development machine while
+other jobs shared it (load ~10): ~0.3 steps/s; an idle machine is several times faster.
 
 `--config=configs/demo.py:runlocal` shrinks everything to a ~1 minute smoke run (used by tests).
 
