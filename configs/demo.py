@@ -16,7 +16,7 @@ Expected result: the run ends with one JSON line per decoder on the held-out tes
 uses far fewer decoder passes than there are tokens (see README "The demo" for measured numbers).
 """
 
-from mdm_asr_jax.train.defaults import base_config
+from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
 
 
 def get_config(arg: str = ""):
@@ -52,18 +52,7 @@ def get_config(arg: str = ""):
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
     if arg == "runlocal":
-        c.recipe_options.num_train = 64
-        c.recipe_options.num_dev = 8
-        c.recipe_options.num_test = 8
-        c.data.batch_size = 8
-        c.data.eval_batch_size = 8
-        c.model.encoder_size = "test"
-        c.model.decoder_size = "test"
-        c.train.num_steps = 4
-        c.train.log_every = 2
-        c.train.eval_every = 4
-        c.train.checkpoint_every = 2
-        c.optim.warmup_steps = 2
+        shrink_for_local_run(c)
     elif arg:
         raise ValueError(f"configs/demo.py takes '' or 'runlocal', got {arg!r}")
     return c

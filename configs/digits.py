@@ -13,7 +13,7 @@ Arguments (comma separated key=value): speaker=george|jackson|lucas|nicolas|ywew
 runlocal (a ~2 minute smoke run).
 """
 
-from mdm_asr_jax.train.defaults import base_config
+from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
 
 
 def get_config(arg: str = ""):
@@ -48,16 +48,5 @@ def get_config(arg: str = ""):
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
     if "runlocal" in args:
-        c.recipe_options.num_train = 64
-        c.recipe_options.num_dev = 8
-        c.recipe_options.num_test = 8
-        c.data.batch_size = 8
-        c.data.eval_batch_size = 8
-        c.model.encoder_size = "test"
-        c.model.decoder_size = "test"
-        c.train.num_steps = 4
-        c.train.log_every = 2
-        c.train.eval_every = 4
-        c.train.checkpoint_every = 2
-        c.optim.warmup_steps = 2
+        shrink_for_local_run(c)
     return c
