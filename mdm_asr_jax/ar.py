@@ -126,17 +126,21 @@ def ar_greedy(
     max_len: int,
     eos_id: int,
     forbidden_ids: Sequence[int] = (),
+    begin_forbidden_ids: Sequence[int] = (),
 ) -> ARDecodeOutput:
     """Greedy AR decoding with a KV cache; stops when every row has emitted EOS.
 
     `cache` must hold batch_size rows and at least len(prompt_ids) + max_len positions.
+    `begin_forbidden_ids` are blocked at the first generated position only (Whisper's
+    begin-suppression of " " and end-of-text).
     """
     forbidden = sorted(set(int(i) for i in forbidden_ids))
     _check(prompt_ids, max_len, eos_id, forbidden)
     prompt_len = len(prompt_ids)
     prompt = jnp.broadcast_to(jnp.asarray(prompt_ids, jnp.int32)[None], (batch_size, prompt_len))
     logits, cache = step_fn(prompt, jnp.int32(0), cache)  # [B,P,V]
-    log_probs = _masked_log_probs(logits[:, -1], forbidden)  # [B,V]
+    begin = sorted(set(forbidden) | {int(i) for i in begin_forbidden_ids})
+    log_probs = _masked_log_probs(logits[:, -1], begin)  # [B,V]
 
     class State(NamedTuple):
         t: Array
@@ -198,6 +202,7 @@ def ar_beam(
     eos_id: int,
     forbidden_ids: Sequence[int] = (),
     length_penalty: float = 1.0,
+    begin_forbidden_ids: Sequence[int] = (),
 ) -> ARDecodeOutput:
     """Length-normalised beam search with a KV cache; returns each row's best hypothesis.
 
@@ -215,7 +220,8 @@ def ar_beam(
     prompt = jnp.broadcast_to(jnp.asarray(prompt_ids, jnp.int32)[None], (b * k, prompt_len))
     logits, cache = step_fn(prompt, jnp.int32(0), cache)  # [BK,P,V]
     vocab = logits.shape[-1]
-    log_probs = _masked_log_probs(logits[:, -1], forbidden).reshape(b, k, vocab)
+    begin = sorted(set(forbidden) | {int(i) for i in begin_forbidden_ids})
+    log_probs = _masked_log_probs(logits[:, -1], begin).reshape(b, k, vocab)
     neg_inf = jnp.float32(-jnp.inf)
     bound_divisor = jnp.float32(max_len) ** length_penalty
 

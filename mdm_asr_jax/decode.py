@@ -87,6 +87,7 @@ def _compiled(
     forbidden: tuple[int, ...],
     record: bool,
     fixed_steps: bool,
+    begin_forbidden: tuple[int, ...] = (),
 ) -> Any:
     """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
     config = model.config
@@ -141,6 +142,7 @@ def _compiled(
             max_len=length,
             eos_id=config.eos_id,
             forbidden_ids=forbidden,
+            begin_forbidden_ids=begin_forbidden,
         )
         if beams > 1:
             out = ar.ar_beam(
@@ -192,6 +194,7 @@ def decode(
     tokenizer: Any = None,
     record: bool = False,
     fixed_steps: bool = False,
+    begin_forbidden_ids: Sequence[int] = (),
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -209,6 +212,8 @@ def decode(
         length (positions beyond are EOS from the start).
       max_len: AR output tokens at most; default = the AR decoder's max_length minus the prompt.
       forbidden_ids: more ids never to emit (e.g. `tokenizer.special_ids`; EOS is ignored here).
+      begin_forbidden_ids: AR only: ids blocked at the first generated token (Whisper's
+        `suppress_begin_ids`: " " and end-of-text), allowed afterwards.
       tokenizer: if given, `texts` holds tokenizer.decode(ids) per row.
       record: MDM only: return the per-step trajectory.
       fixed_steps: MDM only: always run `nfe` steps (no early exit), for benchmarks.
@@ -266,7 +271,8 @@ def decode(
     if sampler.family != "mdm" and (record or fixed_steps):
         raise ValueError("record and fixed_steps apply to MDM samplers only")
 
-    run = _compiled(model, sampler, nfe, length, forbidden, bool(record), bool(fixed_steps))
+    begin = tuple(sorted({int(i) for i in begin_forbidden_ids})) if sampler.family == "ar" else ()
+    run = _compiled(model, sampler, nfe, length, forbidden, bool(record), bool(fixed_steps), begin)
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:
         row_lengths = jnp.zeros((batch_size,), jnp.int32)

@@ -255,3 +255,28 @@ def test_ctc_loss_sums_per_utterance_losses_and_counts_label_tokens():
     bad_sum, _ = loss(bad, mask, labels, label_mask)
     assert float(weight) == 3.0
     assert 0 <= float(good_sum) < 0.1 < float(bad_sum)
+
+
+def test_begin_forbidden_ids_block_only_the_first_generated_token():
+    first = int(np.argmax(_fake_log_probs([])))
+    blocked = jax.jit(
+        lambda cache: ar.ar_greedy(
+            STEP,
+            cache,
+            prompt_ids=(BOS,),
+            batch_size=1,
+            max_len=6,
+            eos_id=EOS,
+            forbidden_ids=FORBIDDEN,
+            begin_forbidden_ids=(first,),
+        )
+    )(INIT(1))
+    tokens = [int(t) for t in np.asarray(blocked.tokens[0])]
+    # The first token is the best one *except* the blocked id; the rest follow the plain argmax.
+    scores = _fake_log_probs([]).copy()
+    scores[first] = -np.inf
+    assert tokens[0] == int(np.argmax(scores)) != first
+    history = [tokens[0]]
+    while len(history) < 6 and history[-1] != EOS:
+        history.append(int(np.argmax(_fake_log_probs(history))))
+    assert tokens[: len(history)] == history

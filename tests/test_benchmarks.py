@@ -133,3 +133,46 @@ def test_train_step_prints_each_objective():
     mdm, isct = records[1]["compiled_memory"], records[2]["compiled_memory"]
     if mdm and isct:
         assert isct["temp_bytes"] > mdm["temp_bytes"]
+
+
+@pytest.mark.slow
+def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_path):
+    import dataclasses
+
+    import whisper_fixtures as fx
+    from train_fixtures import write_corpus
+
+    from mdm_asr_jax.convert import whisper as cw
+
+    dims = dataclasses.replace(fx.TINY_DIMS, encoder_positions=250)  # eval's 5 s bucket
+    src = fx.write_hf_dir(tmp_path / "hf", fx.random_hf_tensors(dims), dims)
+    fx.write_tiny_tokenizer(src)
+    mdm = cw.convert_whisper(src, tmp_path / "mdm", decoders=("mdm",), full_window=False)
+    ar = cw.convert_whisper(src, tmp_path / "ar", decoders=("ar",), full_window=False)
+    data = tmp_path / "mdm" / "data" / "whisper_synth"
+    manifest = write_corpus(data / "audio", count=2)
+    for name in ("test", "test_fsdd"):
+        lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+        for line in lines:
+            line["audio"] = str(manifest.parent / line["audio"])
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = run_benchmark(
+        "whisper_synth_table.py",
+        f"--mdm={mdm}",
+        f"--ar={ar}",
+        f"--zero_shot={ar}",
+        "--nfes=2,4",
+        "--batch_size=2",
+        "--markdown",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = json_lines(result.stdout)
+    got = sorted((r["model"], r["nfe"] or 0, r["test"]) for r in lines)
+    want = sorted(
+        (m, n, t)
+        for m, n in (("zero-shot", 0), ("ar", 0), ("mdm", 2), ("mdm", 4))
+        for t in ("synth", "fsdd")
+    )
+    assert got == want
+    assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
+    assert "| mdm | pbeb NFE 4 |" in result.stderr

@@ -5,6 +5,10 @@
 - `digits`: real Free Spoken Digit Dataset recordings (Jakobovski/free-spoken-digit-dataset,
   CC BY-SA 4.0) concatenated into connected digits, plus synthesised digits; one FSDD speaker
   is held out as the test set.
+- `whisper_synth`: English sentences from a text file (default `../shared/data/text/
+  gutenberg_en.txt`, one sentence per line, 4-16 words) synthesised with eSpeak NG, test set on
+  held-out sentences *and* held-out voices; plus FSDD connected digits with one speaker held out
+  as a second test set (`test_fsdd`). Written in Whisper's style (case and punctuation kept).
 
 `prepare(name, out_dir, config)` returns {"train": path, "dev": path, "test": path}. A stamp file
 records the options; a second call with the same options reuses the corpus.
@@ -16,17 +20,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from absl import logging
 
 from mdm_asr_jax.data import fsdd, synth
 from mdm_asr_jax.data.manifest import read_manifest, write_manifest
 
-RECIPES = ("demo", "digits")
+RECIPES = ("demo", "digits", "whisper_synth")
+# Options only some recipes read; they join the cache stamp of those recipes alone (so adding
+# one never invalidates another recipe's cached corpus).
+EXTRA_OPTIONS = {
+    "whisper_synth": ("text_file", "fsdd_train", "fsdd_test", "min_words", "max_words")
+}
 DEMO_COMMANDS = 120
 
 
 class RecipeError(ValueError):
     """A recipe that cannot run (unknown name, missing FSDD folder)."""
+
+
+def default_text_file() -> str:
+    """`../shared/data/text/gutenberg_en.txt` relative to the repository, if it exists."""
+    candidate = (
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "gutenberg_en.txt"
+    )
+    return str(candidate) if candidate.is_file() else ""
 
 
 def default_fsdd_dir() -> str:
@@ -65,8 +83,14 @@ def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
         raise RecipeError(f"unknown data recipe {name!r}; choose one of {RECIPES}")
     opts = config.recipe_options
     out_dir = Path(out_dir) / name
-    stamp = {"recipe": name, "seed": int(config.seed), **{k: opts[k] for k in sorted(opts.keys())}}
-    splits = {s: out_dir / f"{s}.jsonl" for s in ("train", "dev", "test")}
+    extra = {k for keys in EXTRA_OPTIONS.values() for k in keys} - set(EXTRA_OPTIONS.get(name, ()))
+    stamp = {
+        "recipe": name,
+        "seed": int(config.seed),
+        **{k: opts[k] for k in sorted(opts.keys()) if k not in extra},
+    }
+    names = ("train", "dev", "test") + (("test_fsdd",) if name == "whisper_synth" else ())
+    splits = {s: out_dir / f"{s}.jsonl" for s in names}
     if _stamp_matches(out_dir, stamp) and all(p.exists() for p in splits.values()):
         logging.info("recipe %s: reusing %s", name, out_dir)
         return {s: str(p) for s, p in splits.items()}
@@ -74,6 +98,8 @@ def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
     print(f"recipe {name}: building the corpus in {out_dir} (cached for later runs)", flush=True)
     if name == "demo":
         manifests = _demo(out_dir, opts, int(config.seed))
+    elif name == "whisper_synth":
+        manifests = _whisper_synth(out_dir, opts, int(config.seed))
     else:
         manifests = _digits(out_dir, opts, int(config.seed))
     (out_dir / "recipe.json").write_text(json.dumps(stamp, sort_keys=True))
@@ -112,12 +138,7 @@ def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
 
 
 def _digits(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
-    fsdd_dir = opts.fsdd_dir or default_fsdd_dir()
-    if not fsdd_dir or not Path(fsdd_dir).is_dir():
-        raise RecipeError(
-            "the digits recipe needs Free Spoken Digit Dataset recordings: set "
-            "--config.recipe_options.fsdd_dir=/path/to/free-spoken-digit-dataset/recordings"
-        )
+    fsdd_dir = _fsdd_dir(opts)
     real = fsdd.build_fsdd_corpus(
         fsdd_dir,
         str(out_dir / "fsdd"),
@@ -140,5 +161,89 @@ def _digits(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     for split in ("dev", "test"):
         path = out_dir / f"{split}.jsonl"
         write_manifest(path, _absolute_records(real[split]))
+        out[split] = str(path)
+    return out
+
+
+def _fsdd_dir(opts: Any) -> str:
+    fsdd_dir = opts.fsdd_dir or default_fsdd_dir()
+    if not fsdd_dir or not Path(fsdd_dir).is_dir():
+        raise RecipeError(
+            "this recipe needs Free Spoken Digit Dataset recordings: set "
+            "--config.recipe_options.fsdd_dir=/path/to/free-spoken-digit-dataset/recordings"
+        )
+    return fsdd_dir
+
+
+def select_sentences(
+    path: str, count: int, *, min_words: int, max_words: int, seed: int
+) -> tuple[list[str], list[int]]:
+    """`count` distinct sentences of `min_words`..`max_words` words from a one-sentence-per-line
+    file, drawn at random (seeded) -> (sentences, their line numbers)."""
+    sentences, lines, _ = synth.read_sentences(path)
+    keep = [
+        (s, n)
+        for s, n in zip(sentences, lines, strict=True)
+        if min_words <= len(s.split()) <= max_words and s.isascii()
+    ]
+    unique = list({s: (s, n) for s, n in reversed(keep)}.values())[::-1]
+    if len(unique) < count:
+        raise RecipeError(
+            f"{path} has only {len(unique)} distinct sentences of {min_words}-{max_words} words; "
+            f"ask for fewer (recipe_options.num_train + num_dev + num_test = {count})"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(unique), size=count, replace=False).tolist())
+    return [unique[i][0] for i in chosen], [unique[i][1] for i in chosen]
+
+
+def _whisper_synth(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
+    text_file = opts.text_file or default_text_file()
+    if not text_file or not Path(text_file).is_file():
+        raise RecipeError(
+            "the whisper_synth recipe needs English text, one sentence per line: set "
+            "--config.recipe_options.text_file=/path/to/sentences.txt"
+        )
+    total = opts.num_train + opts.num_dev + opts.num_test
+    sentences, lines = select_sentences(
+        text_file, total, min_words=opts.min_words, max_words=opts.max_words, seed=seed
+    )
+    synthetic, problems = synth.build_synth_corpus(
+        sentences,
+        str(out_dir / "synth"),
+        test_voices=2,
+        dev_fraction=opts.num_dev / total,
+        test_fraction=opts.num_test / total,
+        snr_db_range=(15.0, 40.0),
+        max_seconds=10.0,
+        seed=seed,
+        num_workers=opts.num_workers,
+        source_lines=lines,
+        where=text_file,
+    )
+    if problems:
+        print(
+            f"recipe whisper_synth: {len(problems)} sentences could not be synthesised (see "
+            f"{out_dir / 'synth'}/*_problems.jsonl)",
+            flush=True,
+        )
+    real = fsdd.build_fsdd_corpus(
+        _fsdd_dir(opts),
+        str(out_dir / "fsdd"),
+        num_utterances={"train": opts.fsdd_train, "dev": 0, "test": opts.fsdd_test},
+        test_speakers=(opts.test_speaker,),
+        seed=seed,
+    )
+    out = {}
+    train = _absolute_records(synthetic["train"]) + _absolute_records(real["train"])
+    write_manifest(out_dir / "train.jsonl", train)
+    out["train"] = str(out_dir / "train.jsonl")
+    for split, source in (
+        ("dev", synthetic["dev"]),
+        ("test", synthetic["test"]),
+        ("test_fsdd", real["test"]),
+    ):
+        path = out_dir / f"{split}.jsonl"
+        write_manifest(path, _absolute_records(source))
         out[split] = str(path)
     return out

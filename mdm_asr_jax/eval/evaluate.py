@@ -365,8 +365,10 @@ def default_decode_fn() -> DecodeFn:
 
 
 def checkpoint_decode_kwargs(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
-    """`decode` keyword defaults from a checkpoint: the canvas length it was trained with, and
-    the ids never to emit (its `suppress_ids` plus the tokenizer's special ids, EOS excepted)."""
+    """`decode` keyword defaults from a checkpoint: the canvas length it was trained with, the
+    ids never to emit (its `suppress_ids` plus the tokenizer's special ids, EOS excepted), the
+    ids blocked at the first AR step (`suppress_begin_ids`) and the AR length cap
+    (`max_new_tokens`; Whisper: 224, as faster-whisper)."""
     decoding = checkpoint.decoding or {}
     kwargs: dict[str, Any] = {}
     if decoding.get("canvas_length"):
@@ -376,6 +378,10 @@ def checkpoint_decode_kwargs(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
     forbidden.discard(int(checkpoint.model_config.eos_id))
     if forbidden:
         kwargs["forbidden_ids"] = tuple(sorted(forbidden))
+    if decoding.get("suppress_begin_ids"):
+        kwargs["begin_forbidden_ids"] = tuple(int(i) for i in decoding["suppress_begin_ids"])
+    if decoding.get("max_new_tokens"):
+        kwargs["max_len"] = int(decoding["max_new_tokens"])
     return kwargs
 
 
@@ -797,9 +803,12 @@ def evaluate_params(
     workdir: str | os.PathLike = "",
     step: int | None = None,
     cache_eval_set: bool = True,
+    decoding: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """`evaluate` on in-memory params (the trainer's periodic and final eval).
+
+    `decoding`: a checkpoint-style decoding section (token suppression, length cap).
 
     With `cache_eval_set` the features of the last two eval sets stay in host memory, so a
     periodic eval reads and featurises its dev set once per run, not at every eval.
@@ -810,7 +819,7 @@ def evaluate_params(
     """
     info = {} if step is None else {"step": int(step)}
     checkpoint = LoadedCheckpoint(
-        model_config, feature_config, tokenizer, params, {}, info, Path(workdir)
+        model_config, feature_config, tokenizer, params, dict(decoding or {}), info, Path(workdir)
     )
     decode_kwargs = dict(kwargs.pop("decode_kwargs", None) or {})
     if canvas_length is not None:

@@ -12,7 +12,8 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # Named data recipe run before training (cached in WORKDIR/data): "" | "demo" | "digits".
+    # Named data recipe run before training (cached in WORKDIR/data):
+    # "" | "demo" | "digits" | "whisper_synth".
     c.recipe = ""
     c.recipe_options = ml_collections.ConfigDict(
         dict(
@@ -22,6 +23,12 @@ def base_config() -> ml_collections.ConfigDict:
             fsdd_dir="",  # FSDD recordings for the digits recipe ("" = ../shared/data/fsdd if present)
             test_speaker="george",  # FSDD speaker held out for the test set
             num_workers=2,
+            # whisper_synth only:
+            text_file="",  # one sentence per line ("" = ../shared/data/text/gutenberg_en.txt)
+            min_words=4,
+            max_words=16,
+            fsdd_train=300,  # FSDD connected-digit utterances added to train
+            fsdd_test=100,  # ... and from the held-out speaker, the test_fsdd set
         )
     )
 
@@ -73,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
             base_checkpoint="",
             init_from="",  # checkpoint directory to copy weights from ("" = base_checkpoint)
             init_map=(),  # ((target prefix, source prefix), ...); () = same names
+            # Whisper base checkpoints: encoder window in frames (-1 = the checkpoint's, i.e.
+            # 30 s; 0 = run inputs as padded by data.frame_buckets, e.g. 5/10 s windows).
+            encoder_min_frames=-1,
         )
     )
 
@@ -124,6 +134,9 @@ def base_config() -> ml_collections.ConfigDict:
             checkpoint_every=1000,
             keep_checkpoints=3,
             async_checkpointing=True,
+            # Frozen encoder only (optim.freeze covers encoder/.*, no SpecAugment): compute each
+            # training utterance's encoder output once and reuse it in later epochs.
+            cache_encoder=False,
         )
     )
 

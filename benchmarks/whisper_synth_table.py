@@ -1,0 +1,111 @@
+"""The README's Whisper fine-tuning table: zero-shot tiny.en, AR fine-tuned, MDM-ASR fine-tuned.
+
+Evaluates, in one process on one machine, on both held-out test sets of the `whisper_synth`
+recipe (`test`: synthesised sentences with held-out sentences and voices; `test_fsdd`: the
+held-out FSDD speaker):
+
+  zero-shot   the converted tiny.en (`WORKDIR/base_whisper_tiny_en` of the MDM run), greedy,
+              Whisper's 30 s window, faster-whisper's token suppression
+  ar          the `configs/whisper_synth.py:ar` run (best dev checkpoint, else latest), greedy
+  mdm         the `configs/whisper_synth.py:mdm` run, PBEB at each NFE cap of --nfes
+
+and prints one JSON line per (model, sampler, NFE, test set): WER, RTFx (audio seconds / decode
+seconds: features on device + encoder + decoder, after a warm-up batch; compile time reported
+apart), mean NFE, device, dtype, batch. With --markdown, a table follows on stderr.
+
+  python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar --markdown
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("mdm", None, "Workdir of the configs/whisper_synth.py:mdm run.", required=True)
+flags.DEFINE_string("ar", None, "Workdir of the configs/whisper_synth.py:ar run.", required=True)
+flags.DEFINE_string(
+    "zero_shot", "", "Converted Whisper checkpoint ('' = MDM_WORKDIR/base_whisper_tiny_en)."
+)
+flags.DEFINE_list("nfes", ["4", "8", "16", "32"], "NFE caps for the MDM sampler.")
+flags.DEFINE_string("sampler", "pbeb(lam=0.2,gamma=0.05)", "MDM sampler spec.")
+flags.DEFINE_integer("batch_size", 16, "Eval batch size (the same for every model).")
+flags.DEFINE_integer("max_utterances", 0, "Per test set; 0 = all.")
+flags.DEFINE_bool("markdown", False, "Also print a markdown table on stderr.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from mdm_asr_jax.eval.evaluate import evaluate_sweep
+    from mdm_asr_jax.train.checkpoint import load_checkpoint
+
+    data = Path(FLAGS.mdm) / "data" / "whisper_synth"
+    tests = {"synth": data / "test.jsonl", "fsdd": data / "test_fsdd.jsonl"}
+    for name, path in tests.items():
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run configs/whisper_synth.py:mdm first ({name})")
+    zero_shot = FLAGS.zero_shot or str(Path(FLAGS.mdm) / "base_whisper_tiny_en")
+    models = [
+        ("zero-shot", zero_shot, ["ar_greedy"], [1]),
+        ("ar", FLAGS.ar, ["ar_greedy"], [1]),
+        ("mdm", FLAGS.mdm, [FLAGS.sampler], [int(n) for n in FLAGS.nfes]),
+    ]
+    rows = []
+    for label, path, samplers, nfes in models:
+        checkpoint = load_checkpoint(path)
+        for test, manifest in tests.items():
+            results = evaluate_sweep(
+                checkpoint,
+                manifest=str(manifest),
+                samplers=samplers,
+                nfes=nfes,
+                batch_size=FLAGS.batch_size,
+                normalizer="english",
+                max_utterances=FLAGS.max_utterances or None,
+            )
+            for r in results:
+                row = {
+                    "benchmark": "whisper_synth_table",
+                    "model": label,
+                    "test": test,
+                    "sampler": r["sampler"],
+                    "nfe": r.get("nfe") if label == "mdm" else None,
+                    "wer": round(r["wer"], 2),
+                    "rtfx": round(r["rtfx"], 2),
+                    "mean_nfe": r.get("mean_nfe"),
+                    "n": r["n"],
+                    "audio_seconds": r["audio_seconds"],
+                    "compile_seconds": round(r["compile_seconds"], 1),
+                    "device": r["device"],
+                    "dtype": r["dtype"],
+                    "batch_size": r["batch_size"],
+                    "checkpoint": str(path),
+                    "step": r.get("step"),
+                }
+                rows.append(row)
+                emit(row)
+    if FLAGS.markdown:
+        out = sys.stderr
+        out.write("| model | decoder | synth WER % | synth RTFx | FSDD WER % | FSDD RTFx |\n")
+        out.write("|---|---|---|---|---|---|\n")
+        keys = []
+        for row in rows:
+            key = (row["model"], row["nfe"])
+            if key not in keys:
+                keys.append(key)
+        for model, nfe in keys:
+            cells = {r["test"]: r for r in rows if (r["model"], r["nfe"]) == (model, nfe)}
+            decoder = "greedy" if nfe is None else f"pbeb NFE {nfe}"
+            out.write(
+                f"| {model} | {decoder} | {cells['synth']['wer']:.2f} | {cells['synth']['rtfx']:.1f}"
+                f" | {cells['fsdd']['wer']:.2f} | {cells['fsdd']['rtfx']:.1f} |\n"
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,40 @@
+"""Recipe pieces that need no synthesis: sentence selection and the cache stamp."""
+
+from __future__ import annotations
+
+import pytest
+
+from mdm_asr_jax.data import recipes
+
+
+def _text(tmp_path, lines):
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_select_sentences_keeps_distinct_in_range_sentences_deterministically(tmp_path):
+    lines = [f"sentence number {i} has five" for i in range(20)]
+    lines += ["too short", "this one is far too long to keep here at all", "café is not ascii ok"]
+    lines += [lines[0]]  # a duplicate
+    path = _text(tmp_path, lines)
+    chosen, numbers = recipes.select_sentences(path, 10, min_words=3, max_words=6, seed=1)
+    assert len(chosen) == len(set(chosen)) == 10
+    assert all(3 <= len(s.split()) <= 6 and s.isascii() for s in chosen)
+    assert all(lines[n - 1] == s for s, n in zip(chosen, numbers, strict=True))
+    again, _ = recipes.select_sentences(path, 10, min_words=3, max_words=6, seed=1)
+    other, _ = recipes.select_sentences(path, 10, min_words=3, max_words=6, seed=2)
+    assert again == chosen and other != chosen
+
+
+def test_select_sentences_says_how_many_qualify_when_too_few(tmp_path):
+    path = _text(tmp_path, ["one two three four", "five six seven eight"])
+    with pytest.raises(recipes.RecipeError, match="only 2 distinct sentences"):
+        recipes.select_sentences(path, 3, min_words=4, max_words=16, seed=0)
+
+
+def test_unknown_recipe_is_an_error(tmp_path):
+    from mdm_asr_jax.train.defaults import base_config
+
+    with pytest.raises(recipes.RecipeError, match="whisper_synth"):
+        recipes.prepare("librispeech", tmp_path, base_config())
