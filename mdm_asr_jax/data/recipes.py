@@ -106,13 +106,12 @@ def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
     return manifests
 
 
-def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
+def _held_out_synth(
+    name: str, sentences: list[str], out_dir: Path, opts: Any, seed: int, **extra: Any
+) -> dict[str, str]:
+    """Synthesise `sentences` into train/dev/test (sizes from `opts`), two voices held out for
+    the test set, white noise at 15-40 dB SNR; say how many sentences could not be spoken."""
     total = opts.num_train + opts.num_dev + opts.num_test
-    # The built-in command grammar has a little over a hundred distinct phrases: take up to
-    # DEMO_COMMANDS of them and fill the rest with connected digits.
-    commands = min(DEMO_COMMANDS, total // 4)
-    sentences = synth.generate_sentences("commands", commands, seed=seed)
-    sentences += synth.generate_sentences("digits", total - commands, seed=seed + 1)
     manifests, problems = synth.build_synth_corpus(
         sentences,
         str(out_dir / "synth"),
@@ -122,13 +121,25 @@ def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
         snr_db_range=(15.0, 40.0),
         seed=seed,
         num_workers=opts.num_workers,
+        **extra,
     )
     if problems:
         print(
-            f"recipe demo: {len(problems)} sentences could not be synthesised (see "
+            f"recipe {name}: {len(problems)} sentences could not be synthesised (see "
             f"{out_dir / 'synth'}/*_problems.jsonl)",
             flush=True,
         )
+    return manifests
+
+
+def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
+    total = opts.num_train + opts.num_dev + opts.num_test
+    # The built-in command grammar has a little over a hundred distinct phrases: take up to
+    # DEMO_COMMANDS of them and fill the rest with connected digits.
+    commands = min(DEMO_COMMANDS, total // 4)
+    sentences = synth.generate_sentences("commands", commands, seed=seed)
+    sentences += synth.generate_sentences("digits", total - commands, seed=seed + 1)
+    manifests = _held_out_synth("demo", sentences, out_dir, opts, seed)
     out = {}
     for split in ("train", "dev", "test"):
         path = out_dir / f"{split}.jsonl"
@@ -208,25 +219,16 @@ def _whisper_synth(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     sentences, lines = select_sentences(
         text_file, total, min_words=opts.min_words, max_words=opts.max_words, seed=seed
     )
-    synthetic, problems = synth.build_synth_corpus(
+    synthetic = _held_out_synth(
+        "whisper_synth",
         sentences,
-        str(out_dir / "synth"),
-        test_voices=2,
-        dev_fraction=opts.num_dev / total,
-        test_fraction=opts.num_test / total,
-        snr_db_range=(15.0, 40.0),
+        out_dir,
+        opts,
+        seed,
         max_seconds=10.0,
-        seed=seed,
-        num_workers=opts.num_workers,
         source_lines=lines,
         where=text_file,
     )
-    if problems:
-        print(
-            f"recipe whisper_synth: {len(problems)} sentences could not be synthesised (see "
-            f"{out_dir / 'synth'}/*_problems.jsonl)",
-            flush=True,
-        )
     real = fsdd.build_fsdd_corpus(
         _fsdd_dir(opts),
         str(out_dir / "fsdd"),
