@@ -40,6 +40,7 @@ def test_cache_encoder_needs_a_frozen_encoder_and_no_spec_augment(tmp_path):
         train_and_evaluate(c, tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_finetuning_a_converted_whisper_keeps_its_suppression_and_its_frozen_encoder(tmp_path):
     import dataclasses
 
