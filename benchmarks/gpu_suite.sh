@@ -5,8 +5,8 @@
 #
 # CHECKPOINT: the demo checkpoint (configs/demo.py workdir or an exported copy); MANIFEST: its
 # test set. Writes one JSON line per measurement to OUT_DIR/*.jsonl:
-#   decode_demo.jsonl   trained demo model: PBEB at NFE 4/8/16/32 vs AR greedy, batch 1 and 50,
-#                       float32 (the checkpoint's dtype); the decode loop's per-step overhead
+#   decode_demo.jsonl   trained demo model: PBEB at NFE 4/8/16/32 vs AR greedy on 100 test utterances, batch 1 and 50,
+#                       float32 (the checkpoint's dtype)
 #   decode_large.jsonl  random-init `large` Conformer + decoders (512 wide), bfloat16, 10 s
 #                       utterances, batch 1 and 32: cost at the NFE cap vs AR to its length cap
 #   train_large.jsonl   train step of the `large` model, bfloat16, batch 32 x 10 s: AR vs MDM vs
@@ -16,12 +16,12 @@ ckpt=$1 manifest=$2 out=$3
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 python3 -c "import jax; print(jax.devices())"
-python3 "$here/decode_speed.py" --checkpoint="$ckpt" --manifest="$manifest" --max_utterances=200 \
+python3 "$here/decode_speed.py" --checkpoint="$ckpt" --manifest="$manifest" --max_utterances=100 \
   --batch_size=50 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=4,8,16,32 \
-  --parts=sampler,ar,overhead --repeats=5 | tee "$out/decode_demo.jsonl"
+  --parts=sampler,ar --repeats=5 | tee "$out/decode_demo.jsonl"
 python3 "$here/decode_speed.py" --model_size=large --dtype=bfloat16 --seconds=10 \
-  --num_utterances=32 --batch_size=32 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=4,8,16,32 \
-  --parts=sampler,ar --canvas_length=128 --repeats=5 | tee "$out/decode_large.jsonl"
+  --num_utterances=32 --batch_size=32 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=8,32 \
+  --parts=sampler,ar --canvas_length=128 --repeats=3 | tee "$out/decode_large.jsonl"
 python3 "$here/train_step.py" --model_size=large --dtype=bfloat16 --batch_size=32 --seconds=10 \
-  --tokens=48 --canvas_length=128 --objectives=ar,mdm,isct2 --repeats=10 \
+  --tokens=48 --canvas_length=128 --objectives=ar,mdm,isct2 --repeats=5 \
   | tee "$out/train_large.jsonl"
