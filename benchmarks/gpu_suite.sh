@@ -17,10 +17,10 @@ mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 python3 -c "import jax; print(jax.devices())"
 python3 "$here/decode_speed.py" --checkpoint="$ckpt" --manifest="$manifest" --max_utterances=100 \
-  --batch_size=50 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=4,8,16,32 \
+  --batch_size=50 --samplers=pbeb --nfes=4,8,16,32 \
   --parts=sampler,ar --repeats=5 | tee "$out/decode_demo.jsonl"
 python3 "$here/decode_speed.py" --model_size=large --dtype=bfloat16 --seconds=10 \
-  --num_utterances=32 --batch_size=32 --samplers='pbeb(lam=0.2,gamma=0.05)' --nfes=8,32 \
+  --num_utterances=32 --batch_size=32 --samplers=pbeb --nfes=8,32 \
   --parts=sampler,ar --canvas_length=128 --repeats=3 | tee "$out/decode_large.jsonl"
 python3 "$here/train_step.py" --model_size=large --dtype=bfloat16 --batch_size=32 --seconds=10 \
   --tokens=48 --canvas_length=128 --objectives=ar,mdm,isct2 --repeats=5 \
