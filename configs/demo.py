@@ -5,15 +5,15 @@ set of held-out voices and held-out sentences.
 Run (fresh machine, nothing downloaded):
   mdm-asr-train --config=configs/demo.py --workdir=/tmp/mdm_demo
 
-Time: building the corpus (3300 utterances) takes a few minutes, each of the two frame buckets
-compiles the train step once, then 1500 steps. Measured on the 2-core development machine while
-other jobs shared it (load ~10): ~0.3 steps/s; an idle machine is several times faster.
+Time, measured on the idle 2-core development machine from an empty workdir: 14 minutes in all
+(~2 min building the 3300-utterance corpus, ~10 min for 1200 steps at ~2 steps/s, the rest
+compiling and evaluating).
 
 `--config=configs/demo.py:runlocal` shrinks everything to a ~1 minute smoke run (used by tests).
 
 Expected result: the run ends with one JSON line per decoder on the held-out test set
-(`sampler`, `wer`, `rtfx`, `mean_nfe`, ...): PBEB and AR greedy reach comparable WER, and PBEB
-uses far fewer decoder passes than there are tokens (see README "The demo" for measured numbers).
+(`sampler`, `wer`, `rtfx`, `mean_nfe`, ...). Measured: PBEB 6.75 % WER with 4.6 decoder passes
+per utterance, AR greedy 3.82 % with 6.3 (README "Results").
 """
 
 from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
