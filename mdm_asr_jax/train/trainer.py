@@ -252,9 +252,9 @@ class EncoderCache:
         wanted = [int(i) for i, v in zip(index, valid, strict=True) if v]
         out = {k: v for k, v in batch.items() if k not in ("features", "feature_mask")}
         if all(i in self._rows for i in wanted) and wanted:
-            width = self._rows[wanted[0]][0].shape
-            encoded = np.zeros((len(index), *width), np.float32)
-            enc_mask = np.zeros((len(index), width[0]), bool)
+            row_shape = self._rows[wanted[0]][0].shape  # (encoder frames, width)
+            encoded = np.zeros((len(index), *row_shape), np.float32)
+            enc_mask = np.zeros((len(index), row_shape[0]), bool)
             for row, (i, v) in enumerate(zip(index, valid, strict=True)):
                 if v:
                     encoded[row], enc_mask[row] = self._rows[int(i)]
