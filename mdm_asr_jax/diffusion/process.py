@@ -8,13 +8,24 @@ in `nn/`. The algorithm:
   canvas    = targets with each position replaced by [MASK] w.p. 1 - alpha_t, independently
   loss      = sum over masked positions of  w(t) * CE(logits, target),  w(t) = -alpha'_t/(1-alpha_t)
               (= 1/t for the linear schedule alpha_t = 1 - t); unmasked positions cost nothing.
-              Reported per target token: sum / number of target tokens.
+              Normalised once by the number of *real* target tokens (transcript + its first EOS),
+              so the MDM loss is per token like the AR and CTC losses beside it, however many
+              EOS padding slots the canvas has.
+  options   w(t): "elbo" (1/t, the paper), "capped" (min(w(t), cap): less gradient noise from
+              tiny t), "masked_mean" (per utterance: counted tokens / masked tokens, i.e. the
+              mean CE over the masked slots scaled to the utterance; 1/t in expectation).
+              forbidden ids (mask, pad, prompt, special tokens) get no probability in the
+              training softmax and never enter an ISCT canvas.
+              tail masking: with probability p an utterance's whole EOS tail (from the first
+              EOS on) is masked, so training also sees canvases whose length is unknown, as
+              the samplers do at test time.
   ISCT, K steps (under lax.scan; the encoder ran once, outside):
       x_0 = targets
       step k: t_k drawn; canvas_k = mask(x_{k-1}, t_k); logits_k = f(canvas_k)
               loss_k = weighted CE(logits_k, targets) on the masked positions of canvas_k
               x_k = stop_gradient(argmax or sample of logits_k) at masked slots, canvas_k elsewhere
       total = sum_k step_weight_k * loss_k.   K = 1 is exactly the plain MDM loss.
+      Optionally step 1 runs without dropout (a clean prediction to correct).
 
 Legend: B batch, L canvas length, V vocabulary.
 """
@@ -36,6 +47,9 @@ LogitsFn = Callable[[Array, Array], Array]
 SCHEDULES = ("linear", "cosine")
 LATER_TIMES = ("independent", "same", "lower")
 PREDICTIONS = ("argmax", "sample")
+TIME_WEIGHTS = ("elbo", "capped", "masked_mean")
+NORMALIZATIONS = ("real_tokens", "canvas")
+NEG_LOGIT = -1e9  # logit given to forbidden ids: exp underflows to exactly 0 in float32
 
 
 class ProcessError(ValueError):
@@ -86,6 +100,7 @@ def sample_times(
 class CanvasTargets(NamedTuple):
     targets: Array  # [B, L] int32: transcript then EOS
     weight: Array  # [B, L] float32: 1 where the position counts as a target token
+    real: Array  # [B, L] float32: 1 on the transcript and its first EOS (the real tokens)
 
 
 def canvas_targets(
@@ -118,11 +133,9 @@ def canvas_targets(
     position = jnp.arange(canvas_length)[None, :]
     lengths = jnp.asarray(token_lengths)[:, None]
     targets = jnp.where(position < lengths, tokens, eos_id).astype(jnp.int32)
-    if count_padding_eos:
-        weight = jnp.ones((batch, canvas_length), jnp.float32)
-    else:
-        weight = (position <= lengths).astype(jnp.float32)
-    return CanvasTargets(targets, weight)
+    real = (position <= lengths).astype(jnp.float32)
+    weight = jnp.ones((batch, canvas_length), jnp.float32) if count_padding_eos else real
+    return CanvasTargets(targets, weight, real)
 
 
 class Corruption(NamedTuple):
@@ -141,10 +154,12 @@ def corrupt(
     *,
     schedule: str = "linear",
     maskable: Array | None = None,
+    force: Array | None = None,
 ) -> Corruption:
     """Absorbing-state masking: each maskable position -> [MASK] w.p. 1 - alpha(t), independently.
 
-    tokens [B, L] int, t [B] in (0, 1], maskable [B, L] bool (default all).
+    tokens [B, L] int, t [B] in (0, 1], maskable [B, L] bool (default all), force [B, L] bool:
+    positions masked whatever the draw (e.g. a whole EOS tail).
     """
     if tokens.ndim != 2:
         raise ProcessError(f"tokens must be [batch, length], got shape {tokens.shape}")
@@ -156,6 +171,8 @@ def corrupt(
         maskable = jnp.ones(tokens.shape, bool)
     keep = alpha(t, schedule)[:, None]
     masked = (jax.random.uniform(key, tokens.shape) >= keep) & maskable
+    if force is not None:
+        masked = masked | (force & maskable)
     canvas = jnp.where(masked, mask_id, tokens).astype(jnp.int32)
     return Corruption(canvas, masked, masked, t, loss_weight(t, schedule))
 
@@ -163,26 +180,56 @@ def corrupt(
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------
+def forbid(logits: Array, forbidden_ids: tuple[int, ...]) -> Array:
+    """logits [..., V] in float32 with the forbidden ids set to NEG_LOGIT (zero probability)."""
+    logits = jnp.asarray(logits, jnp.float32)
+    if not forbidden_ids:
+        return logits
+    return logits.at[..., jnp.asarray(forbidden_ids, jnp.int32)].set(NEG_LOGIT)
+
+
 def token_cross_entropy(logits: Array, targets: Array) -> Array:
     """Per-position cross-entropy in float32. logits [B, L, V], targets [B, L] -> [B, L]."""
     log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
 
 
+def time_weights(
+    corruption: Corruption, target_weight: Array, kind: str = "elbo", cap: float = 10.0
+) -> Array:
+    """The per-utterance weight [B] of a masked position's cross-entropy (see TIME_WEIGHTS)."""
+    if kind == "elbo":
+        return corruption.weight
+    if kind == "capped":
+        return jnp.minimum(corruption.weight, cap)
+    if kind == "masked_mean":
+        counted = jnp.sum(target_weight, axis=-1)
+        masked = jnp.sum(corruption.loss_mask.astype(jnp.float32) * target_weight, axis=-1)
+        return counted / jnp.maximum(masked, 1.0)
+    raise ProcessError(f"time_weight={kind!r}; choose one of {TIME_WEIGHTS}")
+
+
 def masked_diffusion_terms(
-    logits: Array, targets: Array, target_weight: Array, corruption: Corruption
+    logits: Array,
+    targets: Array,
+    target_weight: Array,
+    corruption: Corruption,
+    *,
+    time_weight: str = "elbo",
+    time_weight_cap: float = 10.0,
 ) -> dict[str, Array]:
     """Summed terms of the MDM loss for one corruption.
 
     Returns loss_sum (sum of w(t) * CE over counted masked positions), masked_tokens, correct
-    (argmax hits on those positions), ce_sum (unweighted CE on them). Normalise once by the
-    number of target tokens (sum of target_weight) to report the loss per token.
+    (argmax hits on those positions), ce_sum (unweighted CE on them). Normalise once (by the
+    number of real target tokens) to report the loss per token.
     """
     ce = token_cross_entropy(logits, targets)
     counted = corruption.loss_mask.astype(jnp.float32) * target_weight
     hits = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    weight = time_weights(corruption, target_weight, time_weight, time_weight_cap)
     return {
-        "loss_sum": jnp.sum(ce * counted * corruption.weight[:, None]),
+        "loss_sum": jnp.sum(ce * counted * weight[:, None]),
         "ce_sum": jnp.sum(ce * counted),
         "masked_tokens": jnp.sum(counted),
         "correct": jnp.sum(hits * counted),
@@ -201,6 +248,12 @@ class ProcessConfig:
     later_times: str = "independent"  # how t_k (k >= 2) is drawn: independent | same | lower
     prediction: str = "argmax"  # how x_k is formed from logits_k: argmax | sample
     step_weights: tuple[float, ...] = ()  # per-step loss weights; () = all 1.0
+    time_weight: str = "elbo"  # w(t): elbo (1/t, paper) | capped | masked_mean
+    time_weight_cap: float = 10.0  # the cap of time_weight="capped"
+    normalize: str = "real_tokens"  # loss divided by: real_tokens (transcript + EOS) | canvas
+    forbidden_ids: tuple[int, ...] = ()  # never predicted: zero training probability, not in x_k
+    deterministic_first: bool = False  # ISCT step 1 without dropout
+    tail_mask_prob: float = 0.0  # P(an utterance's whole EOS tail is masked) at every step
 
     def validate(self) -> ProcessConfig:
         if self.schedule not in SCHEDULES:
@@ -215,6 +268,14 @@ class ProcessConfig:
             raise ProcessError(
                 f"step_weights has {len(self.step_weights)} entries for isct_steps={self.isct_steps}"
             )
+        if self.time_weight not in TIME_WEIGHTS:
+            raise ProcessError(f"time_weight={self.time_weight!r}; choose one of {TIME_WEIGHTS}")
+        if self.time_weight_cap <= 0:
+            raise ProcessError(f"time_weight_cap={self.time_weight_cap} must be > 0")
+        if self.normalize not in NORMALIZATIONS:
+            raise ProcessError(f"normalize={self.normalize!r}; choose one of {NORMALIZATIONS}")
+        if not 0.0 <= self.tail_mask_prob <= 1.0:
+            raise ProcessError(f"tail_mask_prob={self.tail_mask_prob} must be in [0, 1]")
         return self
 
     @property
@@ -227,6 +288,23 @@ def _step_key(key: Array, step: int) -> Array:
     return key if step == 0 else jax.random.fold_in(key, step)
 
 
+def _real_and_tail(target_weight: Array, lengths: Array | None) -> tuple[Array, Array | None]:
+    """(real-token weight [B, L], EOS tail [B, L] bool or None) from transcript lengths [B]."""
+    if lengths is None:
+        return target_weight, None
+    position = jnp.arange(target_weight.shape[1])[None, :]
+    lengths = jnp.asarray(lengths)[:, None]
+    return target_weight * (position <= lengths), position >= lengths
+
+
+def _tail_force(key: Array, tail: Array | None, probability: float) -> Array | None:
+    """The EOS tails to mask whole [B, L]: each utterance's w.p. `probability`."""
+    if tail is None or probability <= 0.0:
+        return None
+    chosen = jax.random.uniform(key, tail.shape[:1]) < probability
+    return tail & chosen[:, None]
+
+
 def mdm_loss(
     logits_fn: LogitsFn,
     key: Array,
@@ -234,17 +312,32 @@ def mdm_loss(
     target_weight: Array,
     mask_id: int,
     config: ProcessConfig = ProcessConfig(),
+    *,
+    lengths: Array | None = None,
 ) -> dict[str, Array]:
-    """Plain masked-diffusion loss (one corruption). Returns summed terms + `target_tokens`."""
+    """Plain masked-diffusion loss (one corruption). Returns summed terms + `target_tokens`
+    (the normaliser: real tokens, or every counted canvas slot with normalize="canvas").
+
+    lengths [B]: transcript lengths, for the real-token count and tail masking (None: every
+    counted slot is a real token and no tail is masked).
+    """
     time_key, mask_key, model_key = jax.random.split(key, 3)
+    real, tail = _real_and_tail(target_weight, lengths)
     t = sample_times(
         time_key, targets.shape[0], eps=config.eps, low_discrepancy=config.low_discrepancy
     )
-    corruption = corrupt(mask_key, targets, t, mask_id, schedule=config.schedule)
+    force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
+    corruption = corrupt(mask_key, targets, t, mask_id, schedule=config.schedule, force=force)
+    logits = forbid(logits_fn(corruption.canvas, model_key), config.forbidden_ids)
     terms = masked_diffusion_terms(
-        logits_fn(corruption.canvas, model_key), targets, target_weight, corruption
+        logits,
+        targets,
+        target_weight,
+        corruption,
+        time_weight=config.time_weight,
+        time_weight_cap=config.time_weight_cap,
     )
-    terms["target_tokens"] = jnp.sum(target_weight)
+    terms["target_tokens"] = jnp.sum(real if config.normalize == "real_tokens" else target_weight)
     return terms
 
 
@@ -255,18 +348,37 @@ def isct_loss(
     target_weight: Array,
     mask_id: int,
     config: ProcessConfig = ProcessConfig(),
+    *,
+    lengths: Array | None = None,
+    first_logits_fn: LogitsFn | None = None,
 ) -> dict[str, Array]:
     """Iterative Self-Correction Training over K = config.isct_steps steps under lax.scan.
 
     Returns the summed terms of all steps (loss_sum already weighted per step), per-step
     `step{k}_loss_sum` / `step{k}_correct` / `step{k}_masked_tokens`, and `target_tokens`.
     With K = 1 the result equals `mdm_loss` exactly (same keys, same arithmetic).
+    `first_logits_fn` (dropout-free) runs step 1 when config.deterministic_first is set.
     """
     config.validate()
+    if config.deterministic_first and first_logits_fn is None:
+        raise ProcessError("deterministic_first=True needs first_logits_fn (a dropout-free pass)")
     batch = targets.shape[0]
     num_steps = config.isct_steps
+    real, tail = _real_and_tail(target_weight, lengths)
     step_keys = jnp.stack([_step_key(key, k) for k in range(num_steps)])
     step_weights = jnp.asarray(config.weights, jnp.float32)
+    forbidden = jnp.asarray(config.forbidden_ids, jnp.int32)
+
+    def predict(canvas, model_key, index):
+        if not config.deterministic_first:
+            return logits_fn(canvas, model_key)
+        return jax.lax.cond(
+            index == 0,
+            lambda c, k: jnp.asarray(first_logits_fn(c, k), jnp.float32),
+            lambda c, k: jnp.asarray(logits_fn(c, k), jnp.float32),
+            canvas,
+            model_key,
+        )
 
     def step(carry, inputs):
         previous, first_t = carry
@@ -281,15 +393,24 @@ def isct_loss(
             t = jnp.where(index == 0, fresh_t, jnp.maximum(first_t * fresh_t, config.eps))
         else:
             t = fresh_t
-        corruption = corrupt(mask_key, previous, t, mask_id, schedule=config.schedule)
-        logits = logits_fn(corruption.canvas, model_key)
-        terms = masked_diffusion_terms(logits, targets, target_weight, corruption)
+        force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
+        corruption = corrupt(mask_key, previous, t, mask_id, schedule=config.schedule, force=force)
+        logits = forbid(predict(corruption.canvas, model_key, index), config.forbidden_ids)
+        terms = masked_diffusion_terms(
+            logits,
+            targets,
+            target_weight,
+            corruption,
+            time_weight=config.time_weight,
+            time_weight_cap=config.time_weight_cap,
+        )
         if config.prediction == "argmax":
             predicted = jnp.argmax(logits, axis=-1)
         else:
-            predicted = jax.random.categorical(
-                jax.random.fold_in(model_key, 1), jnp.asarray(logits, jnp.float32)
-            )
+            predicted = jax.random.categorical(jax.random.fold_in(model_key, 1), logits)
+        if config.forbidden_ids:  # float rounding can never pick a forbidden id: guard anyway
+            bad = jnp.any(predicted[..., None] == forbidden, axis=-1)
+            predicted = jnp.where(bad, jnp.argmax(logits, axis=-1), predicted)
         predicted = jnp.where(corruption.masked, predicted, corruption.canvas).astype(jnp.int32)
         predicted = jax.lax.stop_gradient(predicted)
         terms = {**terms, "loss_sum": terms["loss_sum"] * step_weight}
@@ -303,5 +424,5 @@ def isct_loss(
         out[f"step{k + 1}_loss_sum"] = per_step["loss_sum"][k]
         out[f"step{k + 1}_correct"] = per_step["correct"][k]
         out[f"step{k + 1}_masked_tokens"] = per_step["masked_tokens"][k]
-    out["target_tokens"] = jnp.sum(target_weight)
+    out["target_tokens"] = jnp.sum(real if config.normalize == "real_tokens" else target_weight)
     return out

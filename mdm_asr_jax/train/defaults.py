@@ -100,6 +100,15 @@ def base_config() -> ml_collections.ConfigDict:
             later_times="independent",  # t_k for k >= 2: independent | same | lower
             prediction="argmax",  # x_k from logits: argmax | sample
             step_weights=(),  # per-step loss weights; () = all 1
+            # MDM loss per real target token (transcript + first EOS), like the AR and CTC
+            # losses; "canvas" divides by every canvas slot (most of them EOS padding).
+            normalize="real_tokens",
+            time_weight="elbo",  # w(t): elbo (1/t, paper) | capped | masked_mean
+            time_weight_cap=10.0,  # for time_weight="capped"
+            exclude_special=True,  # [MASK] / pad / prompt / special ids: no training probability
+            isct_deterministic_first=False,  # ISCT step 1 without dropout
+            tail_mask_prob=0.0,  # P(an utterance's whole EOS tail is masked): unknown length
+            mdm_warmup_steps=0,  # MDM weight ramps from 0 over these steps (CTC/AR align first)
             spec_augment=True,
             freq_masks=2,
             freq_width=15,

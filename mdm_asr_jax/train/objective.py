@@ -37,6 +37,26 @@ class ObjectiveConfig:
     time_width_ratio: float = 0.05
     # The encoder is frozen: no gradient flows into it, so its backward pass is never computed.
     encoder_frozen: bool = False
+    # Ids never predicted (no training probability, never in an ISCT canvas): the model's
+    # pad / [MASK] / prompt ids are added to these (e.g. a tokenizer's other special ids).
+    exclude_special: bool = True
+    special_ids: tuple[int, ...] = ()
+    # MDM weight ramps linearly from 0 to mdm_weight over the first N optimiser steps (the
+    # encoder aligns on the CTC / AR losses first); 0 = full weight from the start.
+    mdm_warmup_steps: int = 0
+
+    def forbidden_ids(self, model_config) -> tuple[int, ...]:
+        """Ids the MDM loss gives no probability: [MASK], pad, prompt and special ids, never EOS."""
+        if not self.exclude_special:
+            return ()
+        ids = {
+            model_config.mask_id,
+            model_config.pad_id,
+            *model_config.prompt_ids,
+            *self.special_ids,
+        }
+        ids.discard(model_config.eos_id)
+        return tuple(sorted(int(i) for i in ids))
 
     def validate(self, model_config) -> ObjectiveConfig:
         self.process.validate()
@@ -72,8 +92,11 @@ def compute_loss(
     *,
     train: bool = True,
     extra_variables: dict[str, Any] | None = None,
+    step: Array | None = None,
 ) -> tuple[Array, dict[str, Array]]:
-    """(scalar loss, metrics) for one batch. Metrics hold per-token losses and accuracies."""
+    """(scalar loss, metrics) for one batch. Metrics hold per-token losses and accuracies.
+
+    `step` (the optimiser step) drives the MDM weight warm-up, if the config has one."""
     mcfg = model.config
     variables = {"params": params, **(extra_variables or {})}
     aug_key, enc_key, mdm_key, ar_key = jax.random.split(key, 4)
@@ -115,29 +138,39 @@ def compute_loss(
         )
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
-        def logits_fn(canvas, step_key):
+        def logits_fn(canvas, step_key, dropout=train):
             return model.apply(
                 variables,
                 canvas,
                 None,
                 enc_mask,
                 cross_kv,
-                train,
+                dropout,
                 method=model.mdm_logits,
                 rngs={"dropout": step_key},
             )
 
+        process_config = dataclasses.replace(
+            config.process, forbidden_ids=config.forbidden_ids(mcfg)
+        )
         terms = process.isct_loss(
             logits_fn,
             mdm_key,
             targets.targets,
             targets.weight * example,
             mcfg.mask_id,
-            config.process,
+            process_config,
+            lengths=batch["token_lengths"],
+            first_logits_fn=lambda canvas, step_key: logits_fn(canvas, step_key, False),
         )
         tokens = jnp.maximum(terms["target_tokens"], 1.0)
         mdm = terms["loss_sum"] / tokens
-        total = total + config.mdm_weight * mdm
+        mdm_weight = jnp.asarray(config.mdm_weight, jnp.float32)
+        if config.mdm_warmup_steps > 0 and step is not None:
+            ramp = (jnp.asarray(step, jnp.float32) + 1.0) / config.mdm_warmup_steps
+            mdm_weight = mdm_weight * jnp.minimum(ramp, 1.0)
+            metrics["mdm_weight"] = mdm_weight
+        total = total + mdm_weight * mdm
         metrics["mdm_loss"] = mdm
         metrics["mdm_accuracy"] = terms["correct"] / jnp.maximum(terms["masked_tokens"], 1.0)
         for k in range(config.process.isct_steps):

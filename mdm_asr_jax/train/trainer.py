@@ -70,6 +70,11 @@ def process_config(config: ml_collections.ConfigDict) -> ProcessConfig:
         later_times=obj.later_times,
         prediction=obj.prediction,
         step_weights=tuple(float(w) for w in obj.step_weights),
+        time_weight=obj.time_weight,
+        time_weight_cap=obj.time_weight_cap,
+        normalize=obj.normalize,
+        deterministic_first=obj.isct_deterministic_first,
+        tail_mask_prob=obj.tail_mask_prob,
     ).validate()
 
 
@@ -86,7 +91,15 @@ def objective_config(config: ml_collections.ConfigDict) -> ObjectiveConfig:
         freq_width=obj.freq_width,
         time_masks=obj.time_masks,
         time_width_ratio=obj.time_width_ratio,
+        exclude_special=obj.exclude_special,
+        mdm_warmup_steps=obj.mdm_warmup_steps,
     )
+
+
+def training_special_ids(tokenizer: Any) -> tuple[int, ...]:
+    """The tokenizer's special ids that no transcript contains (EOS and unk stay predictable)."""
+    keep = {getattr(tokenizer, "eos_id", None), getattr(tokenizer, "unk_id", None)}
+    return tuple(sorted(int(i) for i in getattr(tokenizer, "special_ids", ()) if i not in keep))
 
 
 def feature_config(config: ml_collections.ConfigDict) -> FeatureConfig:
@@ -195,7 +208,8 @@ def make_train_step(
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         key = jax.random.fold_in(key, state.step)
         grad_fn = jax.value_and_grad(
-            lambda p: compute_loss(model, p, batch, key, objective, train=True), has_aux=True
+            lambda p: compute_loss(model, p, batch, key, objective, train=True, step=state.step),
+            has_aux=True,
         )
         (loss, metrics), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -433,7 +447,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         tokenizer = load_or_train_tokenizer(config, workdir, data)
         features = feature_config(config)
         model_config = build_model_config(config, tokenizer)
-    objective = objective_config(config).validate(model_config)
+    objective = dataclasses.replace(
+        objective_config(config), special_ids=training_special_ids(tokenizer)
+    ).validate(model_config)
     if jax.process_index() == 0:
         ckpt.write_config(
             workdir,
@@ -719,6 +735,18 @@ def _write_best(workdir: Path, best: dict) -> None:
         (workdir / "best.json").write_text(json.dumps(best))
 
 
+def default_init_map(target: dict[str, Any], source: dict[str, Any]) -> list[tuple[str, str]]:
+    """Same names everywhere, except that an MDM decoder missing from the source is initialised
+    from its AR decoder: the paper's recipe (a trained AR encoder-decoder, decoder made
+    bidirectional, + [MASK]). Both dicts are flat 'a/b/c' parameter names."""
+    target_heads = {name.split("/", 1)[0] for name in target}
+    source_heads = {name.split("/", 1)[0] for name in source}
+    pairs = [(head, head) for head in sorted(target_heads & source_heads)]
+    if "mdm_decoder" in target_heads - source_heads and "ar_decoder" in source_heads:
+        pairs.append(("mdm_decoder", "ar_decoder"))
+    return pairs or [("", "")]
+
+
 def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
     """Copy parameters from a checkpoint directory into subtrees of the state, reporting every
     mismatch. `mapping` is a list of (target prefix, source prefix) pairs, e.g.
@@ -728,7 +756,7 @@ def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
     loaded = ckpt.load_checkpoint(source)
     src = traverse_util.flatten_dict(loaded.params, sep="/")
     dst = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
-    pairs = [tuple(p) for p in mapping] or [("", "")]
+    pairs = [tuple(p) for p in mapping] or default_init_map(dst, src)
     copied, problems = 0, []
     covered: set[str] = set()
     new = dict(dst)
