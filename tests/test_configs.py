@@ -13,6 +13,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = [
     ("demo", ""),
     ("demo", "runlocal"),
+    ("demo", "ar"),
+    ("demo", "from_ar=ar_workdir"),
     ("digits", ""),
     ("digits", "speaker=jackson,runlocal"),
     ("whisper_synth", "mdm"),

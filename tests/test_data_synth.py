@@ -139,3 +139,50 @@ def test_synthesis_does_not_depend_on_the_worker_count(tmp_path):
     for record in _read(one["train"]):
         a = (tmp_path / "one" / record["audio"]).read_bytes()
         assert a == (tmp_path / "two" / record["audio"]).read_bytes()
+
+
+def test_held_out_accents_are_heard_only_in_the_test_accent_split(tmp_path):
+    sentences = [f"{w} one two" for w in ("zero", "three", "four", "five", "six", "seven")]
+    manifests, problems = synth.build_synth_corpus(
+        sentences,
+        str(tmp_path),
+        variants=("m1", "f2", "m3"),
+        accents=("en-us", "en", "en-029"),
+        test_accents=("en-029",),
+        dev_fraction=0.17,
+        test_fraction=0.34,
+        seed=2,
+    )
+    assert not problems
+    records = {split: _read(path) for split, path in manifests.items()}
+    assert set(records) == {"train", "dev", "test", "test_accent"}
+    for split in ("train", "dev", "test"):
+        assert all(r["accent"] in ("en-us", "en") for r in records[split]), split
+    assert all(r["accent"] == "en-029" for r in records["test_accent"])
+    assert all(r["voice"].startswith("en-029+") for r in records["test_accent"])
+    # The same held-out sentences as the held-out-voice test set, in the held-out accent.
+    assert sorted(r["text"] for r in records["test_accent"]) == sorted(
+        r["text"] for r in records["test"]
+    )
+    with pytest.raises(synth.SynthError, match="Unknown en accents"):
+        synth.build_synth_corpus(["hi"], str(tmp_path / "x"), accents=("en-mars",))
+
+
+def test_silence_and_gain_are_applied_around_the_same_speech(tmp_path):
+    def render(name, **extra):
+        manifests, problems = synth.build_synth_corpus(
+            ["four two"], str(tmp_path / name), variants=("m3",), seed=4, **extra
+        )
+        assert not problems
+        (record,) = _read(manifests["train"])
+        audio, rate = soundfile.read(os.path.join(tmp_path, name, record["audio"]))
+        return record, audio, rate
+
+    plain, speech, rate = render("plain")
+    padded, audio, _ = render("padded", silence_range=(0.25, 0.25), gain_db_range=(-20.0, -20.0))
+    lead = int(0.25 * rate)
+    assert padded["silence"] == [0.25, 0.25] and padded["gain_db"] == -20.0
+    assert audio.size == speech.size + 2 * lead
+    assert np.all(audio[:lead] == 0) and np.all(audio[-lead:] == 0)
+    # -20 dB is a tenth of the amplitude (up to 16-bit rounding).
+    np.testing.assert_allclose(audio[lead:-lead], 0.1 * speech, atol=2 / 32768)

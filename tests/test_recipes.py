@@ -38,3 +38,43 @@ def test_unknown_recipe_is_an_error(tmp_path):
 
     with pytest.raises(recipes.RecipeError, match="whisper_synth"):
         recipes.prepare("librispeech", tmp_path, base_config())
+
+
+def test_demo_corpus_holds_out_accents_and_is_reused_from_an_ar_workdir(tmp_path):
+    """The demo's held-out accents are heard only in `test_accent`; an MDM run that starts from
+    an AR run's workdir takes that run's corpus instead of synthesising it again."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "demo", Path(__file__).resolve().parents[1] / "configs" / "demo.py"
+    )
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    config = demo.get_config("runlocal")
+    with config.unlocked():
+        config.recipe_options.num_train = 24
+    first = recipes.prepare("demo", tmp_path / "ar" / "data", config)
+    assert set(first) == {"train", "dev", "test", "test_accent"}
+    accents = {
+        split: {
+            json.loads(line)["accent"]
+            for line in open(path.replace(f"demo/{split}", f"demo/synth/{split}"))
+        }
+        for split, path in first.items()
+    }
+    held_out = set(recipes.HELD_OUT_ACCENTS)
+    assert accents["test_accent"] <= held_out
+    assert not (accents["train"] | accents["dev"] | accents["test"]) & held_out
+    again = recipes.prepare(
+        "demo", tmp_path / "mdm" / "data", config, reuse=(tmp_path / "ar" / "data",)
+    )
+    assert again == first
+    assert not (tmp_path / "mdm" / "data" / "demo").exists()
+    with config.unlocked():
+        config.seed = 1  # another corpus: not reused
+    other = recipes.prepare(
+        "demo", tmp_path / "mdm" / "data", config, reuse=(tmp_path / "ar" / "data",)
+    )
+    assert other["train"].startswith(str(tmp_path / "mdm"))

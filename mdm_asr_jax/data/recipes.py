@@ -1,7 +1,9 @@
 """Named data recipes that build a corpus into a workdir before training (cached).
 
-- `demo`: synthesised connected digits and short commands (pip-only eSpeak NG), with held-out
-  voices and held-out sentences for the test set. Nothing is downloaded.
+- `demo`: synthesised connected digits and commands from a compositional grammar (pip-only
+  eSpeak NG), spoken in six English accents at 120-220 words per minute, with silence around
+  the speech, random gain and noise; the test set has held-out sentences *and* held-out voices,
+  and `test_accent` the same sentences in two accents never trained on. Nothing is downloaded.
 - `digits`: real Free Spoken Digit Dataset recordings (Jakobovski/free-spoken-digit-dataset,
   CC BY-SA 4.0) concatenated into connected digits, plus synthesised digits; one FSDD speaker
   is held out as the test set.
@@ -10,8 +12,9 @@
   held-out sentences *and* held-out voices; plus FSDD connected digits with one speaker held out
   as a second test set (`test_fsdd`). Written in Whisper's style (case and punctuation kept).
 
-`prepare(name, out_dir, config)` returns {"train": path, "dev": path, "test": path}. A stamp file
-records the options; a second call with the same options reuses the corpus.
+`prepare(name, out_dir, config)` returns {"train": path, "dev": path, "test": path, ...} (plus
+extra test sets such as `test_accent`). A stamp file records the options and the recipe's
+version; a second call with the same options and version reuses the corpus.
 """
 
 from __future__ import annotations
@@ -32,7 +35,18 @@ RECIPES = ("demo", "digits", "whisper_synth")
 EXTRA_OPTIONS = {
     "whisper_synth": ("text_file", "fsdd_train", "fsdd_test", "min_words", "max_words")
 }
-DEMO_COMMANDS = 120
+# Bumped when a recipe's corpus changes, so a cached corpus of an older version is rebuilt.
+VERSIONS = {"demo": 2, "digits": 2, "whisper_synth": 1}
+# What a user's audio varies (demo and the synthesised part of digits): every bundled English
+# accent but the held-out ones, speaking rate, silence around the speech, level and noise.
+HELD_OUT_ACCENTS = ("en-029", "en-gb-scotland")
+VARIED = dict(
+    accents=synth.ACCENTS["en"],
+    rate_range=(120, 220),
+    silence_range=(0.0, 0.3),
+    gain_db_range=(-20.0, 0.0),
+    snr_db_range=(10.0, 40.0),
+)
 
 
 class RecipeError(ValueError):
@@ -77,8 +91,12 @@ def _absolute_records(manifest: str) -> list[dict[str, Any]]:
     ]
 
 
-def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
-    """Build (or reuse) the corpus of recipe `name` under `out_dir`."""
+def prepare(
+    name: str, out_dir: str | Path, config: Any, reuse: tuple[str | Path, ...] = ()
+) -> dict[str, str]:
+    """Build (or reuse) the corpus of recipe `name` under `out_dir`. `reuse`: other data folders
+    (e.g. the workdir of the AR run an MDM run starts from) whose corpus is taken as it is when
+    it was built with the same options, instead of building it again."""
     if name not in RECIPES:
         raise RecipeError(f"unknown data recipe {name!r}; choose one of {RECIPES}")
     opts = config.recipe_options
@@ -86,14 +104,19 @@ def prepare(name: str, out_dir: str | Path, config: Any) -> dict[str, str]:
     extra = {k for keys in EXTRA_OPTIONS.values() for k in keys} - set(EXTRA_OPTIONS.get(name, ()))
     stamp = {
         "recipe": name,
+        "version": VERSIONS[name],
         "seed": int(config.seed),
         **{k: opts[k] for k in sorted(opts.keys()) if k not in extra},
     }
-    names = ("train", "dev", "test") + (("test_fsdd",) if name == "whisper_synth" else ())
-    splits = {s: out_dir / f"{s}.jsonl" for s in names}
-    if _stamp_matches(out_dir, stamp) and all(p.exists() for p in splits.values()):
-        logging.info("recipe %s: reusing %s", name, out_dir)
-        return {s: str(p) for s, p in splits.items()}
+    names = ("train", "dev", "test") + {
+        "whisper_synth": ("test_fsdd",),
+        "demo": ("test_accent",),
+    }.get(name, ())
+    for folder in (out_dir, *(Path(r) / name for r in reuse)):
+        found = {s: folder / f"{s}.jsonl" for s in names}
+        if _stamp_matches(folder, stamp) and all(p.exists() for p in found.values()):
+            logging.info("recipe %s: reusing %s", name, folder)
+            return {s: str(p) for s, p in found.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"recipe {name}: building the corpus in {out_dir} (cached for later runs)", flush=True)
     if name == "demo":
@@ -110,15 +133,16 @@ def _held_out_synth(
     name: str, sentences: list[str], out_dir: Path, opts: Any, seed: int, **extra: Any
 ) -> dict[str, str]:
     """Synthesise `sentences` into train/dev/test (sizes from `opts`), two voices held out for
-    the test set, white noise at 15-40 dB SNR; say how many sentences could not be spoken."""
+    the test set, white noise at 15-40 dB SNR unless `extra` says otherwise; say how many
+    sentences could not be spoken."""
     total = opts.num_train + opts.num_dev + opts.num_test
+    extra = {"snr_db_range": (15.0, 40.0), **extra}
     manifests, problems = synth.build_synth_corpus(
         sentences,
         str(out_dir / "synth"),
         test_voices=2,
         dev_fraction=opts.num_dev / total,
         test_fraction=opts.num_test / total,
-        snr_db_range=(15.0, 40.0),
         seed=seed,
         num_workers=opts.num_workers,
         **extra,
@@ -134,14 +158,22 @@ def _held_out_synth(
 
 def _demo(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     total = opts.num_train + opts.num_dev + opts.num_test
-    # The built-in command grammar has a little over a hundred distinct phrases: take up to
-    # DEMO_COMMANDS of them and fill the rest with connected digits.
-    commands = min(DEMO_COMMANDS, total // 4)
+    # Half commands (a grammar of thousands of combinations), half connected digits.
+    commands = total // 2
     sentences = synth.generate_sentences("commands", commands, seed=seed)
     sentences += synth.generate_sentences("digits", total - commands, seed=seed + 1)
-    manifests = _held_out_synth("demo", sentences, out_dir, opts, seed)
+    manifests = _held_out_synth(
+        "demo",
+        sentences,
+        out_dir,
+        opts,
+        seed,
+        test_accents=HELD_OUT_ACCENTS,
+        max_seconds=10.0,
+        **VARIED,
+    )
     out = {}
-    for split in ("train", "dev", "test"):
+    for split in ("train", "dev", "test", "test_accent"):
         path = out_dir / f"{split}.jsonl"
         write_manifest(path, _absolute_records(manifests[split]))
         out[split] = str(path)
@@ -162,8 +194,9 @@ def _digits(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
         sentences,
         str(out_dir / "synth"),
         seed=seed,
-        snr_db_range=(15.0, 40.0),
         num_workers=opts.num_workers,
+        max_seconds=10.0,
+        **VARIED,
     )
     out = {}
     train = _absolute_records(real["train"]) + _absolute_records(synthetic["train"])

@@ -6,15 +6,17 @@ ctypes (synchronous output + a callback that collects 22.05 kHz int16 samples), 
 manifests (the DESIGN.md contract, with `seconds`, `id`, `lang`, `voice`, `rate`, `pitch`,
 `snr_db`).
 
-Variation per utterance: voice variant (eSpeak's `+m3`, `+f2`, ... files), speaking rate
-(words per minute), pitch (0-100) and noise SNR, all drawn from one numpy Generator seeded by
-`seed`, so the same arguments give the same corpus byte for byte, whatever the worker count.
+Variation per utterance: accent (eSpeak's language voices: `en-us`, `en-gb-scotland`, ...),
+voice variant (eSpeak's `+m3`, `+f2`, ... files), speaking rate (words per minute), pitch
+(0-100), leading and trailing silence, gain and noise SNR, all drawn from one numpy Generator
+seeded by `seed`, so the same arguments give the same corpus byte for byte, whatever the worker count.
 Each worker process initialises its own eSpeak engine (the library holds global state), and
 renders every utterance in a forked child of that clean state: eSpeak otherwise carries state
 from one utterance into the next, which would make the output depend on the worker count.
 
 Splits hold out what a test set should not have seen: sentences are split into train/dev/test
-by fraction, and `test_voices` variants are used only in the test split. Text eSpeak cannot
+by fraction, `test_voices` variants are used only in the test split, and `test_accents` are
+heard only in a `test_accent` split (the test sentences again, in accents never trained on). Text eSpeak cannot
 speak (no audible output) or that comes out longer than `max_seconds` is reported as a
 `Problem` (and in `<split>_problems.jsonl`), never silently dropped.
 """
@@ -42,6 +44,16 @@ ESPEAK_RATE = 22050
 
 # eSpeak voice used for each supported language code.
 LANGUAGES = {"en": "en-us", "fr": "fr", "de": "de", "es": "es"}
+# Every accent (eSpeak language voice) bundled for a language; the first is LANGUAGES[lang].
+ACCENTS = {
+    "en": (
+        "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+        "en-us-nyc", "en-029",
+    ),
+    "fr": ("fr", "fr-be", "fr-ch"),
+    "de": ("de",),
+    "es": ("es", "es-419"),
+}  # fmt: skip
 
 # Voice variants that sound like (synthetic) people; the rest of espeak-ng-data/voices/!v is
 # novelty voices (robots, whisper, ...). Any variant file name is accepted by `variants=`.
@@ -66,27 +78,128 @@ DIGIT_WORDS = {
 
 # Short command templates: {n} is a number word (2..9), {thing}/{room} from the lists.
 _COMMANDS = {
+    # A compositional grammar: every word recurs in many combinations, so a held-out sentence
+    # is a new combination of known words (a small fixed phrase list would teach the model
+    # its sentences, not its words).
     "en": {
         "templates": (
             "turn on the {thing}",
             "turn off the {thing}",
             "turn on the {thing} in the {room}",
             "turn off the {thing} in the {room}",
+            "switch on the {thing} in the {room}",
+            "switch off the {thing} in the {room}",
+            "is the {thing} in the {room} still on",
+            "dim the lights in the {room}",
             "set a timer for {n} minutes",
+            "set an alarm for {n} o'clock {when}",
             "set the temperature to {n} degrees",
-            "open the {room} door",
-            "close the {room} door",
-            "play some music in the {room}",
-            "stop the music",
-            "increase the volume",
-            "decrease the volume",
-            "what time is it",
+            "set the {room} to {n} degrees",
+            "open the {opening} in the {room}",
+            "close the {opening} in the {room}",
+            "lock the {room} door",
+            "play {genre} in the {room}",
+            "stop the music in the {room}",
+            "turn the volume {updown}",
+            "turn the {thing} {updown}",
+            "what is the weather {when}",
             "call {name}",
+            "call {name} {when}",
+            "send a message to {name}",
+            "remind me to call {name} {when}",
             "remind me in {n} hours",
+            "add {item} to the shopping list",
+            "do we need {item}",
+            "order {n} bags of {item}",
+            "turn on the {thing} in the {room} {when}",
+            "remind me to turn off the {thing} {when}",
+            "move the {thing} to the {room}",
+            "play {genre} in the {room} {when}",
+            "send a message to {name} {when}",
+            "tell {name} the {thing} in the {room} is on",
         ),
-        "thing": ("light", "lights", "heater", "fan", "radio", "television", "lamp", "oven"),
-        "room": ("kitchen", "bedroom", "living room", "bathroom", "garage", "office"),
-        "name": ("alice", "bob", "mum", "dad", "the office", "grandma"),
+        "thing": (
+            "light",
+            "lights",
+            "lamp",
+            "heater",
+            "fan",
+            "radio",
+            "television",
+            "oven",
+            "kettle",
+            "dishwasher",
+            "washing machine",
+            "speaker",
+            "computer",
+            "printer",
+            "coffee machine",
+            "air conditioner",
+        ),
+        "room": (
+            "kitchen",
+            "bedroom",
+            "living room",
+            "bathroom",
+            "garage",
+            "office",
+            "hallway",
+            "garden",
+            "basement",
+            "attic",
+            "dining room",
+            "nursery",
+        ),
+        "name": (
+            "alice",
+            "bob",
+            "mum",
+            "dad",
+            "grandma",
+            "grandpa",
+            "peter",
+            "sarah",
+            "the doctor",
+            "the office",
+            "my sister",
+            "my brother",
+        ),
+        "when": (
+            "today",
+            "tomorrow",
+            "tonight",
+            "this morning",
+            "this evening",
+            "at noon",
+            "next week",
+            "on monday",
+            "on friday",
+        ),
+        "item": (
+            "milk",
+            "bread",
+            "eggs",
+            "apples",
+            "coffee",
+            "rice",
+            "butter",
+            "cheese",
+            "tea",
+            "sugar",
+            "oranges",
+            "flour",
+        ),
+        "genre": (
+            "music",
+            "jazz",
+            "the news",
+            "the radio",
+            "classical music",
+            "rock music",
+            "some podcasts",
+        ),
+        "updown": ("up", "down"),
+        "opening": ("door", "window", "curtains", "blinds"),
     },
     "fr": {
         "templates": (
@@ -289,10 +402,16 @@ def synthesize_isolated(
 
 
 def _speak_here(
-    text: str, lang: str, variant: str | None, rate: int, pitch: int, seed: int
+    text: str,
+    lang: str,
+    variant: str | None,
+    rate: int,
+    pitch: int,
+    seed: int,
+    accent: str | None = None,
 ) -> np.ndarray:
     _check_language(lang)
-    voice = LANGUAGES[lang] + (f"+{variant}" if variant else "")
+    voice = (accent or LANGUAGES[lang]) + (f"+{variant}" if variant else "")
     return _to_16k(synthesize_isolated(text, voice, rate, pitch, seed))
 
 
@@ -320,12 +439,16 @@ def speak(
     rate: int = 175,
     pitch: int = 50,
     seed: int = 0,
+    accent: str | None = None,
 ) -> np.ndarray:
     """Synthesises one sentence; returns float32 mono audio at 16 kHz in [-1, 1].
 
+    `accent`: an eSpeak language voice of `lang` (see ACCENTS; default LANGUAGES[lang]).
     The same arguments always give the same samples (see `synthesize_isolated`)."""
     _check_language(lang)
-    future = _synthesis_process().submit(_speak_here, text, lang, variant, rate, pitch, seed)
+    future = _synthesis_process().submit(
+        _speak_here, text, lang, variant, rate, pitch, seed, accent
+    )
     return future.result()
 
 
@@ -417,17 +540,29 @@ class SynthJob:
     max_seconds: float
     source_line: int
     where: str = "synth"
+    accent: str = ""  # eSpeak language voice; "" = LANGUAGES[lang]
+    silence: tuple[float, float] = (0.0, 0.0)  # seconds of silence before / after the speech
+    gain_db: float = 0.0
 
 
 def _render(job: SynthJob) -> dict | Problem:
-    where, line, said = job.where, job.source_line, f"{job.text!r} ({job.split}, {job.variant})"
+    accent = job.accent or LANGUAGES[job.lang]
+    where, line = job.where, job.source_line
+    said = f"{job.text!r} ({job.split}, {accent}+{job.variant})"
     try:
-        audio = _speak_here(job.text, job.lang, job.variant, job.rate, job.pitch, job.noise_seed)
+        audio = _speak_here(
+            job.text, job.lang, job.variant, job.rate, job.pitch, job.noise_seed, accent
+        )
     except (SynthError, RuntimeError) as err:
         return Problem(where, line, "synthesis failed", f"{said}: {err}")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak * 32768.0 < _SILENCE_PEAK:
         return Problem(where, line, "no speech produced", said)
+    if job.gain_db:
+        audio = np.clip(audio * 10 ** (job.gain_db / 20), -1.0, 1.0).astype(np.float32)
+    if any(job.silence):
+        before, after = (int(round(s * SAMPLE_RATE)) for s in job.silence)
+        audio = np.pad(audio, (before, after))
     seconds = audio.size / SAMPLE_RATE
     if seconds > job.max_seconds:
         return Problem(where, line, "too long", f"{said}: {seconds:.1f}s > max_seconds")
@@ -442,10 +577,15 @@ def _render(job: SynthJob) -> dict | Problem:
         "seconds": round(seconds, 4),
         "id": job.id,
         "lang": job.lang,
-        "voice": f"{LANGUAGES[job.lang]}+{job.variant}",
+        "voice": f"{accent}+{job.variant}",
+        "accent": accent,
         "rate": job.rate,
         "pitch": job.pitch,
     }
+    if any(job.silence):
+        record["silence"] = [round(s, 3) for s in job.silence]
+    if job.gain_db:
+        record["gain_db"] = round(job.gain_db, 2)
     if job.snr_db is not None:
         record["snr_db"] = round(job.snr_db, 2)
     return record
@@ -490,6 +630,10 @@ def build_synth_corpus(
     rate_range: tuple[int, int] = (140, 200),
     pitch_range: tuple[int, int] = (35, 65),
     snr_db_range: tuple[float, float] | None = None,
+    accents: Sequence[str] | None = None,
+    test_accents: Sequence[str] = (),
+    silence_range: tuple[float, float] = (0.0, 0.0),
+    gain_db_range: tuple[float, float] = (0.0, 0.0),
     max_seconds: float = 30.0,
     seed: int = 0,
     num_workers: int = 1,
@@ -500,8 +644,12 @@ def build_synth_corpus(
 
     Sentences go to train/dev/test by `dev_fraction`/`test_fraction` (with both 0 everything is
     `train`). `test_voices` (a count, or variant names) are held out: used only by the test
-    split, which uses only them. Each sentence is rendered `renditions` times, each time with a
-    voice, rate (wpm), pitch and, if `snr_db_range` is set, a noise SNR drawn uniformly.
+    split, which uses only them. Each sentence is rendered `renditions` times, each time with an
+    accent (one of `accents`, eSpeak language voices of `lang`; default LANGUAGES[lang]), a
+    voice, rate (wpm), pitch, silence before and after (each drawn from `silence_range`
+    seconds), gain (`gain_db_range`) and, if `snr_db_range` is set, a noise SNR drawn uniformly.
+    `test_accents` are never trained on: the test sentences are rendered again in them into a
+    `test_accent` split (any voice variant), next to the held-out-voice `test` split.
 
     `source_lines` (1-based line numbers of `sentences` in their text file) and `where` (its
     name) make problem reports point at the input line.
@@ -539,11 +687,28 @@ def build_synth_corpus(
         if missing:
             raise SynthError(f"test_voices {missing} are not among variants={variants}.")
     seen_voices = [v for v in variants if v not in held_out]
+    accent_given = bool(accents)
+    accents = list(accents) if accents else [LANGUAGES[lang]]
+    unknown = [a for a in (*accents, *test_accents) if a not in ACCENTS[lang]]
+    if unknown:
+        raise SynthError(f"Unknown {lang} accents {unknown}: use some of {ACCENTS[lang]}.")
+    if test_accents and not test_fraction:
+        raise SynthError("test_accents needs test sentences: set test_fraction > 0.")
+    seen_accents = [a for a in accents if a not in test_accents]
+    if not seen_accents:
+        raise SynthError(f"test_accents={list(test_accents)} leaves no accent for training.")
+    if not 0.0 <= silence_range[0] <= silence_range[1]:
+        raise SynthError(f"silence_range={silence_range} must be 0 <= low <= high seconds.")
     splits = _split_sentences(sentences, dev_fraction, test_fraction, rng)
+    if test_accents:
+        splits["test_accent"] = list(splits["test"])
 
     jobs: list[SynthJob] = []
     for split, indices in splits.items():
         pool = held_out if (split == "test" and held_out) else seen_voices
+        if split == "test_accent":
+            pool = variants
+        accent_pool = list(test_accents) if split == "test_accent" else seen_accents
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
         for i in indices:
             for _ in range(renditions):
@@ -563,6 +728,19 @@ def build_synth_corpus(
                         max_seconds=max_seconds,
                         source_line=lines[i],
                         where=where,
+                        # Drawn last and only when asked for, so corpora without them stay
+                        # byte for byte what they were.
+                        accent=accent_pool[int(rng.integers(len(accent_pool)))]
+                        if accent_given
+                        else "",
+                        silence=(
+                            (float(rng.uniform(*silence_range)), float(rng.uniform(*silence_range)))
+                            if silence_range[1] > 0
+                            else (0.0, 0.0)
+                        ),
+                        gain_db=float(rng.uniform(*gain_db_range))
+                        if gain_db_range != (0.0, 0.0)
+                        else 0.0,
                     )
                 )
     results = _render_all(jobs, num_workers)
@@ -587,5 +765,14 @@ def build_synth_corpus(
         hours = sum(r["seconds"] for r in records) / 3600
         logging.info("%s: %d utterances, %.2f h -> %s", split, len(records), hours, path)
     with open(os.path.join(out_dir, "voices.json"), "w", encoding="utf-8") as f:
-        json.dump({"lang": lang, "train_voices": seen_voices, "test_voices": held_out}, f)
+        json.dump(
+            {
+                "lang": lang,
+                "train_voices": seen_voices,
+                "test_voices": held_out,
+                "train_accents": seen_accents,
+                "test_accents": list(test_accents),
+            },
+            f,
+        )
     return manifests, problems

@@ -327,7 +327,10 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
     if config.recipe:
         from mdm_asr_jax.data import recipes
 
-        manifests = recipes.prepare(config.recipe, workdir / "data", config)
+        # An MDM run fine-tuned from an AR training workdir reuses that run's corpus.
+        base = config.model.base_checkpoint
+        reuse = (Path(base) / "data",) if base and (Path(base) / "data").is_dir() else ()
+        manifests = recipes.prepare(config.recipe, workdir / "data", config, reuse=reuse)
         with data.unlocked():
             for split, path in manifests.items():
                 data[f"{split}_manifest"] = str(path)
@@ -546,6 +549,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     best = _read_best(workdir)
     results: dict[str, Any] = {}
     last_time, last_step = time.time(), start_step
+    loop_start = last_time
     step = start_step
     try:
         with mesh, nn.logical_axis_rules(rules):
@@ -628,6 +632,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     finally:
         manager.wait_until_finished()
         manager.close()
+    compute = record_compute(
+        workdir, base_checkpoint, step - start_step, step, data.batch_size, time.time() - loop_start
+    )
     if encoder_cache is not None:
         results["encoder_cache"] = {
             "utterances": len(encoder_cache),
@@ -636,25 +643,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if data.test_manifest and config.eval.final_samplers:
         final_params = state.ema_params if ema else state.params
         results["final"] = []
-        for spec in config.eval.final_samplers:
-            line = run_eval(
-                model_config,
-                final_params,
-                tokenizer,
-                features,
-                data,
-                config,
-                jax.random.fold_in(eval_key, 2**31 - 1),
-                manifest=data.test_manifest,
-                sampler=spec,
-                max_utterances=None,
-                decoding=base_decoding,
-            )
-            line["split"] = "test"
-            results["final"].append(line)
+        for split, manifest in test_manifests(data).items():
+            for spec in config.eval.final_samplers:
+                line = run_eval(
+                    model_config,
+                    final_params,
+                    tokenizer,
+                    features,
+                    data,
+                    config,
+                    jax.random.fold_in(eval_key, 2**31 - 1),
+                    manifest=manifest,
+                    sampler=spec,
+                    max_utterances=None,
+                    decoding=base_decoding,
+                    split=split,
+                )
+                results["final"].append(line | compute)
         if jax.process_index() == 0:
             (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
     return results
+
+
+def record_compute(
+    workdir: Path, base_checkpoint: str, steps_run: int, steps: int, batch_size: int, seconds: float
+) -> dict[str, Any]:
+    """Add this run's training compute to WORKDIR/compute.json (summed over resumes) and return
+    what the final eval lines report: steps, examples and loop seconds of this model, and those
+    of the checkpoint it was fine-tuned from (the AR phase of the paper's recipe), if recorded.
+    Loop seconds include the periodic dev evaluations."""
+    path = workdir / "compute.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    compute = {
+        "train_steps": steps,
+        "train_examples": steps * batch_size,
+        "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 1),
+    }
+    base = Path(base_checkpoint) / "compute.json" if base_checkpoint else None
+    if base is not None and base.exists():
+        recorded = json.loads(base.read_text())
+        compute |= {f"base_{k}": v for k, v in recorded.items() if not k.startswith("base_")}
+    if jax.process_index() == 0 and steps_run > 0:
+        path.write_text(json.dumps(compute, indent=2))
+    return compute
+
+
+def test_manifests(data: ml_collections.ConfigDict) -> dict[str, str]:
+    """The test sets to score at the end: `test` and every other `test_<name>` a recipe made
+    (e.g. a held-out accent, a held-out real speaker), in that order."""
+    splits = {"test": data.test_manifest} if data.test_manifest else {}
+    for key in sorted(data.keys()):
+        if key.startswith("test_") and key.endswith("_manifest") and data[key]:
+            splits[key[: -len("_manifest")]] = data[key]
+    return splits
 
 
 def make_train_pipeline(data, tokenizer, features, objective: ObjectiveConfig, seed: int):
@@ -698,8 +739,10 @@ def run_eval(
     workdir="",
     step=None,
     decoding=None,
+    split=None,
 ) -> dict[str, Any]:
-    """Evaluation through the same evaluator the eval CLI uses (dev set unless told)."""
+    """Evaluation through the same evaluator the eval CLI uses (dev set unless told); `split`
+    names the set in the result."""
     from mdm_asr_jax.eval.evaluate import evaluate_params
 
     if max_utterances is _UNSET:
@@ -722,7 +765,7 @@ def run_eval(
         workdir=workdir,
         step=step,
         decoding=decoding,
-    )
+    ) | ({"split": split} if split else {})
 
 
 def _read_best(workdir: Path) -> dict | None:
