@@ -11,7 +11,8 @@ Expected result: the final JSON lines give WER of PBEB and AR greedy on the held
 measured for george: PBEB 34.5 %, AR greedy 27.3 % (README "Results").
 
 Arguments (comma separated key=value): speaker=george|jackson|lucas|nicolas|yweweler (held out),
-runlocal (a ~2 minute smoke run).
+ar (phase 1 of the paper's recipe: AR + CTC only), from_ar=WORKDIR (phase 2: the MDM decoder
+starts from that run's AR decoder, and its corpus is reused), runlocal (a ~2 minute smoke run).
 """
 
 from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
@@ -19,7 +20,7 @@ from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
 
 def get_config(arg: str = ""):
     args = dict(a.split("=", 1) if "=" in a else (a, "1") for a in arg.split(",") if a)
-    unknown = set(args) - {"speaker", "runlocal"}
+    unknown = set(args) - {"speaker", "runlocal", "ar", "from_ar"}
     if unknown:
         raise ValueError(f"configs/digits.py: unknown arguments {sorted(unknown)}")
     c = base_config()
@@ -50,6 +51,17 @@ def get_config(arg: str = ""):
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
+    c.objective.mdm_warmup_steps = 300
+    c.objective.tail_mask_prob = 0.2
+    if "ar" in args:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
+        c.model.mdm = False
+        c.objective.mdm_weight = 0.0
+        c.eval.sampler = "ar_greedy"
+        c.eval.final_samplers = ("ar_greedy",)
+    if "from_ar" in args:  # phase 2: MDM decoder initialised from phase 1's AR decoder
+        c.model.base_checkpoint = args["from_ar"]
+        c.objective.mdm_warmup_steps = 0
+        c.optim.warmup_steps = 50
     if "runlocal" in args:
         shrink_for_local_run(c)
     return c

@@ -18,7 +18,14 @@ Array = jax.Array
 def ctc_loss(
     logits: Array, logit_mask: Array, labels: Array, label_mask: Array, blank_id: int = 0
 ) -> tuple[Array, Array]:
-    """(sum of per-utterance CTC losses, number of label tokens). logits [B,S,V] float32-cast."""
+    """(sum of per-utterance CTC losses, number of label tokens) over the utterances CTC can
+    align. logits [B,S,V] float32-cast.
+
+    An alignment needs a frame per label plus one blank between repeated labels; an utterance
+    with fewer encoder frames (fast speech, long transcript, heavy subsampling) has no path and
+    a loss of ~1e5 that would swamp the batch: it is left out of both sums (its decoders still
+    learn from it).
+    """
     per_seq = optax.ctc_loss(
         jnp.asarray(logits, jnp.float32),
         1.0 - logit_mask.astype(jnp.float32),
@@ -26,8 +33,13 @@ def ctc_loss(
         1.0 - label_mask.astype(jnp.float32),
         blank_id=blank_id,
     )
-    has_labels = jnp.any(label_mask, axis=1) & jnp.any(logit_mask, axis=1)
-    return jnp.sum(jnp.where(has_labels, per_seq, 0.0)), jnp.sum(label_mask.astype(jnp.float32))
+    label_mask = jnp.asarray(label_mask, bool)
+    repeats = jnp.sum(label_mask[:, 1:] & (labels[:, 1:] == labels[:, :-1]), axis=1)
+    needed = jnp.sum(label_mask, axis=1) + repeats
+    frames = jnp.sum(jnp.asarray(logit_mask, bool), axis=1)
+    alignable = jnp.any(label_mask, axis=1) & (frames >= needed)
+    counted = jnp.sum(jnp.where(alignable, jnp.sum(label_mask, axis=1), 0)).astype(jnp.float32)
+    return jnp.sum(jnp.where(alignable, per_seq, 0.0)), counted
 
 
 def ctc_greedy_tokens(

@@ -280,3 +280,16 @@ def test_begin_forbidden_ids_block_only_the_first_generated_token():
     while len(history) < 6 and history[-1] != EOS:
         history.append(int(np.argmax(_fake_log_probs(history))))
     assert tokens[: len(history)] == history
+
+
+def test_ctc_loss_leaves_out_utterances_too_short_to_align():
+    """Three labels with a repeat need four frames: with three the utterance has no alignment
+    (optax gives it ~1e5) and is left out of the loss and the token count; with four it counts."""
+    labels = jnp.array([[3, 3, 4], [5, 6, 0]])
+    label_mask = labels > 0
+    logits = _frames([[3, 0, 3, 4], [5, 6, 0, 0]])
+    short = jnp.array([[True, True, True, False], [True, True, True, True]])
+    total, weight = ctc.ctc_loss(logits, short, labels, label_mask)
+    assert float(weight) == 2.0 and float(total) < 0.1
+    total, weight = ctc.ctc_loss(logits, jnp.ones((2, 4), bool), labels, label_mask)
+    assert float(weight) == 5.0 and float(total) < 0.1

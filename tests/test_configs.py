@@ -17,6 +17,8 @@ CASES = [
     ("demo", "from_ar=ar_workdir"),
     ("digits", ""),
     ("digits", "speaker=jackson,runlocal"),
+    ("digits", "ar"),
+    ("digits", "from_ar=ar_workdir"),
     ("whisper_synth", "mdm"),
     ("whisper_synth", "ar"),
     ("whisper_synth", "mdm,runlocal"),
