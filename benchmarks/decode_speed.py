@@ -12,7 +12,7 @@ Every call goes through `mdm_asr_jax.decode.decode` (what eval and transcribe ru
 batch size (1 and --batch_size), every measurement first makes one call per batch (compiles
 when the shape is new; the extra time over the median is `compile_seconds`), then all the
 measurements are timed in --repeats interleaved rounds (each round times every measurement once,
-starting one further along), so a change in machine load (a shared CPU) touches them alike;
+starting one further along), so a change in the machine's speed during the run touches them alike;
 each call is waited for with `jax.block_until_ready` (decode returns host arrays).
 `decode_seconds` is the sum over batches of the median time, `rtfx` = audio seconds /
 decode_seconds. Timed: encoder + cross-attention K/V + decode loop + fetching the ids; log-mel
@@ -296,8 +296,8 @@ class Measurement:
 
 def run_interleaved(measurements: Sequence[Measurement]) -> None:
     """Warms every measurement up, then times them in rounds (each round visits all of them,
-    starting one further along), so a change in machine load touches every measurement alike
-    and the ratios between them stay meaningful on a shared machine."""
+    starting one further along), so a change in the machine's speed during the run touches
+    every measurement alike and the ratios between them stay meaningful."""
     for measurement in measurements:
         measurement.warm_up()
     count = len(measurements)

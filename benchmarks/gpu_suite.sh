@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the README's Performance section, in one run on one machine.
+# The GPU measurements of docs/performance.md, in one run on one machine.
 #
 #   bash benchmarks/gpu_suite.sh CHECKPOINT MANIFEST OUT_DIR
 #

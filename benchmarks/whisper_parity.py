@@ -14,14 +14,12 @@ the same token suppression), and prints one JSON line:
   rtfx             {"faster_whisper": ..., "jax": ...} audio seconds / decode seconds (features +
                    encoder + decoder, batch 1, after a warm-up; compile time excluded)
 
-Run (100 sentences, 30 s + bucket windows: about 35 minutes on a busy 2-core machine, most of
-it faster-whisper and repetition loops; an idle machine is about twice as fast):
+Run (100 sentences, 30 s + bucket windows: about 35 minutes on a 2-core CPU, most of it
+faster-whisper and repetition loops):
   python benchmarks/whisper_parity.py --num=100 --windows=30s,bucket
   python benchmarks/whisper_parity.py --num=10 --windows=30s     # quick look
 
-Measured (100 sentences, 2-core CPU under load): agreement 1.00 (also with faster-whisper's
-features), WER 62.37 % for both, RTFx faster-whisper 0.37 vs ours 0.75; bucket windows:
-agreement 0.14, WER 232 % (15 repetition loops), RTFx 2.45. See the README's Whisper section.
+Measured results and what they mean: docs/whisper.md ("Parity with faster-whisper").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's Whisper fine-tuning table: zero-shot tiny.en, AR fine-tuned, MDM-ASR fine-tuned.
+"""docs/results.md's Whisper fine-tuning table: zero-shot tiny.en, AR and MDM-ASR fine-tuned.
 
 Evaluates, in one process on one machine, on both held-out test sets of the `whisper_synth`
 recipe (`test`: synthesised sentences with held-out sentences and voices; `test_fsdd`: the

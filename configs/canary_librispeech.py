@@ -9,8 +9,8 @@ lambda = 0.2, gamma = 0.05, at most 32 NFEs.
 1. Convert the NeMo checkpoint (no PyTorch needed; a machine with internet for the download):
      huggingface-cli download nvidia/canary-1b-flash canary-1b-flash.nemo --local-dir .
      mdm-asr-convert nemo --src=canary-1b-flash.nemo --out=$CKPT --decoders=ar --language=en
-   (optionally check it against NeMo first: README "Canary (NeMo) import", tests/nemo/parity.py)
-2. Prepare LibriSpeech 960 h as TFDS (`mdm-asr-prepare`, see README "Data"), then on every host
+   (optionally check it against NeMo first: docs/canary.md "Parity with NeMo", tests/nemo/parity.py)
+2. Prepare LibriSpeech 960 h as TFDS (`mdm-asr-prepare`, docs/data.md "TFDS"), then on every host
    of a TPU v4-32 / v5e-32 slice (launch/README.md):
      mdm-asr-train --config=configs/canary_librispeech.py:ckpt=$CKPT \\
          --workdir=/mnt/BUCKET/mdm_canary1b --config.data.tfds_data_dir=/mnt/BUCKET/tfds
@@ -20,8 +20,8 @@ lambda = 0.2, gamma = 0.05, at most 32 NFEs.
          --sampler='pbeb(lam=0.2,gamma=0.05)' --nfe=32
 
 Target (the paper, canary-1b-flash init, PBEB at 32 NFE): LibriSpeech test-clean 1.8 %,
-test-other 3.6 % WER (Whisper English normaliser). Not reproduced here (no Canary weights or
-LibriSpeech on this machine); the 180M variant's paper numbers are not recorded in this repo.
+test-other 3.6 % WER (Whisper English normaliser). Not reproduced yet (no Canary weights or
+LibriSpeech were available offline); the 180M variant's paper numbers are not recorded in this repo.
 The number of steps is ours (the paper's schedule is not given in our notes): 90k steps of 32
 utterances is ~10 epochs of the 281k training utterances.
 

@@ -5,7 +5,7 @@ set of held-out voices and held-out sentences.
 Run (fresh machine, nothing downloaded):
   mdm-asr-train --config=configs/demo.py --workdir=/tmp/mdm_demo
 
-Time, measured on the idle 2-core development machine from an empty workdir: 14 minutes in all
+Time, measured on a 2-core x86_64 CPU from an empty workdir: 14 minutes in all
 (~2 min building the 3300-utterance corpus, ~10 min for 1200 steps at ~2 steps/s, the rest
 compiling and evaluating).
 
@@ -13,7 +13,7 @@ compiling and evaluating).
 
 Expected result: the run ends with one JSON line per decoder on the held-out test set
 (`sampler`, `wer`, `rtfx`, `mean_nfe`, ...). Measured: PBEB 6.75 % WER with 4.6 decoder passes
-per utterance, AR greedy 3.82 % with 6.3 (README "Results").
+per utterance, AR greedy 3.82 % with 6.3 (docs/results.md).
 """
 
 from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run

@@ -6,9 +6,9 @@ Run (needs the Free Spoken Digit Dataset recordings; in a development checkout t
   mdm-asr-train --config=configs/digits.py --workdir=/tmp/mdm_digits
   mdm-asr-train --config=configs/digits.py:speaker=jackson --workdir=/tmp/mdm_digits_jackson
 
-Time: 40 minutes on the 2-core development machine while test runs shared it (corpus ~3 min).
+Time: 40 minutes on a 2-core x86_64 CPU (corpus ~3 min).
 Expected result: the final JSON lines give WER of PBEB and AR greedy on the held-out speaker;
-measured for george: PBEB 34.5 %, AR greedy 27.3 % (README "Results").
+measured for george: PBEB 34.5 %, AR greedy 27.3 % (docs/results.md).
 
 Arguments (comma separated key=value): speaker=george|jackson|lucas|nicolas|yweweler (held out),
 ar (phase 1 of the paper's recipe: AR + CTC only), from_ar=WORKDIR (phase 2: the MDM decoder

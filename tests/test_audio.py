@@ -14,8 +14,6 @@ from mdm_asr_jax import audio
 FSDD_FILE = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "3_george_0.wav"
 )
-if not os.path.exists(FSDD_FILE):
-    FSDD_FILE = "/work/shared/data/fsdd/3_george_0.wav"
 needs_fsdd = pytest.mark.skipif(not os.path.exists(FSDD_FILE), reason="FSDD recording not found")
 
 # Three utterances for batch tests; the batch is padded to BATCH_SAMPLES.

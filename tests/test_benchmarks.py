@@ -1,8 +1,8 @@
 """The benchmarks run from a clean checkout and print one valid JSON line per measurement.
 
 Smoke runs only (tiny 2-layer width-32 models, one NFE, one repeat): the lines must parse and
-carry the keys the README table is built from. No timing is asserted. Each benchmark runs as a
-subprocess (as a user would), with one CPU device.
+carry the keys the docs/performance.md tables are built from. No timing is asserted. Each
+benchmark runs as a subprocess (as a user would), with one CPU device.
 """
 
 from __future__ import annotations

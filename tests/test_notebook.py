@@ -2,7 +2,7 @@
 
 The run uses a tiny random checkpoint (2 layers, width 32; exported with `export_checkpoint`)
 and a 6-utterance FSDD manifest, with MDM_NOTEBOOK_FAST=1 (fewer samplers and NFE values). It
-compiles a dozen decode functions, a few minutes on a busy 2-core CPU, hence `slow`.
+compiles a dozen decode functions, a few minutes on a 2-core CPU, hence `slow`.
 """
 
 from __future__ import annotations

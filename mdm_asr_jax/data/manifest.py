@@ -1,6 +1,6 @@
 """JSONL manifests: read, validate, and report bad lines; write manifests.
 
-A manifest has one utterance per line (the contract in DESIGN.md):
+A manifest has one utterance per line (the contract in docs/design.md):
 
     {"audio": "wav/0001.wav", "text": "turn on the light", "seconds": 1.2, "id": "0001"}
 

@@ -26,15 +26,13 @@ Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L token
   tokens [B, L] int32 (no BOS/EOS, pad_id after the transcript), token_lengths [B] int32,
   example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad).
 
-Where log-mel is computed (`DataConfig.output`), measured with `benchmarks/input_pipeline.py`
-on this project's 2-core CPU box (whisper features, ~4 s utterances, one thread):
-decoding + resampling runs at ~1400 audio-seconds/s, `log_mel_numpy` (float64) at ~60, and
-`log_mel_jax` at ~880 on the CPU itself (far more on an accelerator, where it is a negligible
-part of a train step). So:
+Where log-mel is computed (`DataConfig.output`): host log-mel costs far more than decoding the
+audio, so it can starve an accelerator (`benchmarks/input_pipeline.py` measures both; numbers in
+docs/performance.md). So:
 - `output="features"` (default, the batch contract above): workers compute numpy log-mel. Simple
-  and device-agnostic; fine for small models and for hosts with many cores (~60-100 audio-s/s
-  per worker core), and features are half the bytes of float32 audio.
-- `output="audio"`: workers only decode (~25-40x less host work per utterance); batches carry
+  and device-agnostic; fine for small models and for hosts with many cores, and features are
+  half the bytes of float32 audio.
+- `output="audio"`: workers only decode (far less host work per utterance); batches carry
   `audio` [B, N] float32 and `audio_lengths` [B] instead of `features`, and the jitted step calls
   `device_features(batch, feature_config)` (a no-op for feature batches) to get the contract
   back. Use it when the host CPUs cannot keep up with the accelerator.

@@ -3,8 +3,8 @@
 The `espeakng-loader` package ships libespeak-ng (1.52) and its voice data; we drive it through
 ctypes (synchronous output + a callback that collects 22.05 kHz int16 samples), resample to
 16 kHz with soxr, optionally add white noise at a chosen SNR, and write wav files plus JSONL
-manifests (the DESIGN.md contract, with `seconds`, `id`, `lang`, `voice`, `rate`, `pitch`,
-`snr_db`).
+manifests (the manifest contract of docs/design.md, with `seconds`, `id`, `lang`, `voice`,
+`rate`, `pitch`, `snr_db`).
 
 Variation per utterance: accent (eSpeak's language voices: `en-us`, `en-gb-scotland`, ...),
 voice variant (eSpeak's `+m3`, `+f2`, ... files), speaking rate (words per minute), pitch

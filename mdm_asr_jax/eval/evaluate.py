@@ -25,9 +25,10 @@ Multi-host: each process decodes its own shard of the utterances (every process 
 number of batches, padding with empty ones, so collectives inside `decode` stay in step) and
 the counts and seconds are gathered before division.
 
-Result (the DESIGN contract, one dict per (sampler, nfe)): wer, cer, rtfx, compile_seconds,
-decode_seconds, audio_seconds, n, mean_nfe, sampler, nfe, batch_size, device, dtype,
-normalizer, skipped {count, by_reason, items [{line, reason, detail}]}, checkpoint, step.
+Result (the eval-output contract of docs/design.md, one dict per (sampler, nfe)): wer, cer,
+rtfx, compile_seconds, decode_seconds, audio_seconds, n, mean_nfe, sampler, nfe, batch_size,
+device, dtype, normalizer, skipped {count, by_reason, items [{line, reason, detail}]},
+checkpoint, step.
 """
 
 from __future__ import annotations

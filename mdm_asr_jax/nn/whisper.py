@@ -4,8 +4,8 @@ Encoder: log-mel [B, T, M] -> Conv1d(M->D, width 3) -> GELU -> Conv1d(D->D, widt
 -> GELU -> + positions[:T'] -> N pre-LN blocks [LN, self-attention, LN, MLP] -> LN -> [B, T', D],
 T' = ceil(T / 2). Released checkpoints were trained on 30 s windows (T = 3000, T' = 1500, zero
 log-mel after the audio). Slicing the positional table lets shorter windows run too (fewer
-frames, same weights), but zero-shot Whisper then degrades badly (repetition loops; see the
-README's measurements), so `EncoderConfig.min_frames` (default 3000 in Whisper configs) pads
+frames, same weights), but zero-shot Whisper then degrades badly (repetition loops; measured in
+docs/whisper.md), so `EncoderConfig.min_frames` (default 3000 in Whisper configs) pads
 short inputs back to 30 s inside the encoder; set it to 0 for models fine-tuned on short
 windows.
 
