@@ -235,6 +235,13 @@ def test_mdm_weight_warms_up_linearly_over_its_steps():
         )
         assert float(metrics["mdm_weight"]) == pytest.approx(expected)
         assert float(loss) == pytest.approx(expected * float(metrics["mdm_loss"]), rel=1e-5)
+    # Starting later: nothing before the start step, then the same ramp.
+    later = dataclasses.replace(objective, mdm_start_step=100)
+    for step, expected in ((0, 0.0), (99, 0.0), (100, 0.1), (109, 1.0)):
+        _, metrics = compute_loss(
+            model, params, batch, jax.random.key(0), later, train=False, step=jnp.array(step)
+        )
+        assert float(metrics["mdm_weight"]) == pytest.approx(expected)
 
 
 def test_objective_forbids_mask_pad_prompt_and_specials_but_never_eos():
@@ -255,3 +262,23 @@ def test_default_init_map_builds_the_mdm_decoder_from_an_ar_checkpoint():
     ]
     # A source that has an MDM decoder of its own keeps it.
     assert ("mdm_decoder", "mdm_decoder") in default_init_map(target, target)
+
+
+def test_mdm_decoder_from_ar_copies_the_ar_weights_into_the_mdm_decoder():
+    from mdm_asr_jax.train.trainer import TrainError, TrainState, mdm_decoder_from_ar
+
+    params = {
+        "encoder": {"w": jnp.ones(3)},
+        "ar_decoder": {"w": jnp.arange(4.0)},
+        "mdm_decoder": {"w": jnp.zeros(4)},
+    }
+    state = TrainState(step=jnp.array(5), params=params, opt_state=(), ema_params=params)
+    out = mdm_decoder_from_ar(state)
+    for tree in (out.params, out.ema_params):
+        np.testing.assert_array_equal(tree["mdm_decoder"]["w"], np.arange(4.0))
+        np.testing.assert_array_equal(tree["encoder"]["w"], np.ones(3))
+        assert tree["mdm_decoder"]["w"] is not tree["ar_decoder"]["w"]  # a copy: safe to donate
+    with pytest.raises(TrainError, match="model.ar"):
+        mdm_decoder_from_ar(
+            TrainState(step=0, params={"mdm_decoder": {}}, opt_state=(), ema_params=None)
+        )

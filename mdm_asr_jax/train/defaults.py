@@ -109,6 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
             isct_deterministic_first=False,  # ISCT step 1 without dropout
             tail_mask_prob=0.0,  # P(an utterance's whole EOS tail is masked): unknown length
             mdm_warmup_steps=0,  # MDM weight ramps from 0 over these steps (CTC/AR align first)
+            mdm_start_step=0,  # MDM loss off before this step (then the warm-up above)
+            # The paper's recipe in one run: at mdm_start_step the MDM decoder is overwritten
+            # with the (by then trained) AR decoder's weights, then both train on.
+            mdm_from_ar=False,
             spec_augment=True,
             freq_masks=2,
             freq_width=15,

@@ -44,6 +44,8 @@ class ObjectiveConfig:
     # MDM weight ramps linearly from 0 to mdm_weight over the first N optimiser steps (the
     # encoder aligns on the CTC / AR losses first); 0 = full weight from the start.
     mdm_warmup_steps: int = 0
+    # The MDM loss starts at this step (weight 0 before it; then the warm-up above).
+    mdm_start_step: int = 0
 
     def forbidden_ids(self, model_config) -> tuple[int, ...]:
         """Ids the MDM loss gives no probability: [MASK], pad, prompt and special ids, never EOS."""
@@ -166,9 +168,10 @@ def compute_loss(
         tokens = jnp.maximum(terms["target_tokens"], 1.0)
         mdm = terms["loss_sum"] / tokens
         mdm_weight = jnp.asarray(config.mdm_weight, jnp.float32)
-        if config.mdm_warmup_steps > 0 and step is not None:
-            ramp = (jnp.asarray(step, jnp.float32) + 1.0) / config.mdm_warmup_steps
-            mdm_weight = mdm_weight * jnp.minimum(ramp, 1.0)
+        if (config.mdm_warmup_steps > 0 or config.mdm_start_step > 0) and step is not None:
+            since = jnp.asarray(step, jnp.float32) - config.mdm_start_step
+            ramp = (since + 1.0) / max(config.mdm_warmup_steps, 1)
+            mdm_weight = mdm_weight * jnp.clip(ramp, 0.0, 1.0)
             metrics["mdm_weight"] = mdm_weight
         total = total + mdm_weight * mdm
         metrics["mdm_loss"] = mdm

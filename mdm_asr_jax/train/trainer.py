@@ -93,6 +93,7 @@ def objective_config(config: ml_collections.ConfigDict) -> ObjectiveConfig:
         time_width_ratio=obj.time_width_ratio,
         exclude_special=obj.exclude_special,
         mdm_warmup_steps=obj.mdm_warmup_steps,
+        mdm_start_step=obj.mdm_start_step,
     )
 
 
@@ -554,6 +555,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     try:
         with mesh, nn.logical_axis_rules(rules):
             while step < num_steps:
+                if config.objective.mdm_from_ar and step == config.objective.mdm_start_step:
+                    state = mdm_decoder_from_ar(state)
                 host_batch = next(train_iter)
                 if encoder_cache is not None:
                     host_batch = encoder_cache(state.params, host_batch)
@@ -663,6 +666,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if jax.process_index() == 0:
             (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
     return results
+
+
+def mdm_decoder_from_ar(state: TrainState) -> TrainState:
+    """The MDM decoder's weights := a copy of the AR decoder's (params and EMA): the paper's
+    AR -> MDM initialisation at a step of the same run. Optimiser moments are kept."""
+
+    def copy(params):
+        if params is None:
+            return None
+        if "mdm_decoder" not in params or "ar_decoder" not in params:
+            raise TrainError("objective.mdm_from_ar needs both model.mdm and model.ar")
+        return {**params, "mdm_decoder": jax.tree.map(jnp.copy, params["ar_decoder"])}
+
+    print("objective.mdm_from_ar: MDM decoder initialised from the AR decoder", flush=True)
+    return dataclasses.replace(state, params=copy(state.params), ema_params=copy(state.ema_params))
 
 
 def record_compute(
