@@ -28,6 +28,7 @@ SENTENCES = (
 
 @pytest.fixture(scope="module")
 def setup():
+    from mdm_asr_jax.checkpoint import DecodingDefaults
     from mdm_asr_jax.convert import whisper as cw
     from mdm_asr_jax.convert.whisper_reference import JaxWhisper
     from mdm_asr_jax.data.synth import speak
@@ -39,7 +40,8 @@ def setup():
     tokenizer = WhisperTokenizer(src / "tokenizer.json", n_vocab=weights.dims.vocab_size)
     config = whisper_model_config(weights.dims.size(), tokenizer.prompt_ids, tokenizer.eos_id)
     params = cw.whisper_params(weights, config, tokenizer.eot_id)
-    decoding = cw.suppression_ids(weights, src / "tokenizer.json", tokenizer)
+    forbidden, begin = cw.suppression_ids(weights, src / "tokenizer.json", tokenizer)
+    decoding = DecodingDefaults(forbidden_ids=forbidden, begin_forbidden_ids=begin)
     jw = JaxWhisper(config, params, tokenizer, decoding)
     audios = [speak(text, "en", variant=voice, rate=rate) for text, voice, rate in SENTENCES]
     return src, jw, audios

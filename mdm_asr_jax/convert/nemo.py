@@ -45,9 +45,17 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import flax
+import jax
 import numpy as np
 
+from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
 from mdm_asr_jax.nn.config import DecoderConfig, EncoderConfig, ModelConfig
+from mdm_asr_jax.nn.layers import interleaved_sinusoidal_table
+from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.text import AggregateTokenizer, canary_prompt_tokens
 
 CANVAS_LENGTH = 256  # the paper's MDM canvas (decoding default written into the checkpoint)
 MASK_LOGIT_BIAS = -1.0e4  # output bias of the appended [MASK] id (never predicted before training)
@@ -378,8 +386,6 @@ def decoder_config_from_nemo(config: dict[str, Any], bidirectional: bool) -> Dec
 
 def feature_config_from_nemo(config: dict[str, Any]) -> tuple[Any, list[str]]:
     """FeatureConfig(kind="nemo") of the preprocessor, and warnings for settings we differ on."""
-    from mdm_asr_jax.audio import FeatureConfig
-
     pre = config.get("preprocessor") or {}
     expected = {
         "window_size": 0.025,
@@ -421,8 +427,6 @@ def prompt_tokens_from_nemo(
 ) -> tuple[str, ...]:
     """The decoder prompt (special-token strings) for ASR: the config's prompt defaults, with
     the given overrides (source/target language, punctuation and capitalisation)."""
-    from mdm_asr_jax.text import canary_prompt_tokens
-
     prompt_format = config.get("prompt_format", "canary")
     slots: dict[str, Any] = {}
     for turn in config.get("prompt_defaults") or []:
@@ -613,8 +617,6 @@ def _decoder_params(
     if cfg.positions == "learned":
         m.put(f"{dst}/position_embedding", m.get(f"{positions}.weight"), f"{positions}.weight")
     elif f"{positions}.pos_enc" in m.tensors:
-        from mdm_asr_jax.nn.layers import interleaved_sinusoidal_table
-
         table = m.get(f"{positions}.pos_enc")
         ours = interleaved_sinusoidal_table(table.shape[0], table.shape[1]) * cfg.position_scale
         if not np.allclose(table, ours, atol=1e-5):
@@ -698,11 +700,6 @@ def check_params_against_model(
 ) -> None:
     """Every param the model expects is present with the same shape, and nothing else; a
     mismatch names the param and (with `report`) the NeMo tensor it came from."""
-    import flax
-    import jax
-
-    from mdm_asr_jax.nn.model import ASRModel, init_params
-
     model = ASRModel(model_config)
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
     expected = flax.traverse_util.flatten_dict(flax.linen.meta.unbox(shapes)["params"], sep="/")
@@ -732,8 +729,6 @@ def check_params_against_model(
 
 def build_tokenizer(archive: NemoArchive, prompt_tokens: tuple[str, ...]) -> Any:
     """The Canary aggregate tokenizer of the archive, NeMo's vocabulary rounding included."""
-    from mdm_asr_jax.text import AggregateTokenizer
-
     text_langs = [lang for lang in archive.tokenizer_models if lang != "spl_tokens"]
     return AggregateTokenizer(
         archive.tokenizer_models,
@@ -760,8 +755,6 @@ def convert_nemo(
       initialisation) and/or "ar" (causal: NeMo's own decoding).
     source_lang / target_lang / pnc: prompt overrides (default: the model's prompt defaults).
     """
-    from mdm_asr_jax.train.checkpoint import export_checkpoint
-
     heads = tuple(heads)
     if not heads or set(heads) - {"mdm", "ar"}:
         raise NemoConversionError(f"heads={heads}; choose one or both of 'mdm' and 'ar'")
@@ -806,17 +799,17 @@ def convert_nemo(
             params,
             features,
             tokenizer,
-            decoding={
-                "sampler": "pbeb(lam=0.2,gamma=0.05)" if "mdm" in heads else "ar_greedy",
-                "nfe": 32,
+            decoding=DecodingDefaults(
+                sampler=PAPER_SAMPLER if "mdm" in heads else "ar_greedy",
+                nfe=DEFAULT_NFE,
                 # the paper's canvas (the decoder's positions allow up to max_length - prompt)
-                "canvas_length": min(
+                canvas_length=min(
                     CANVAS_LENGTH,
                     decoder_config_from_nemo(archive.config, True).max_length - len(prompt_tokens),
                 ),
                 # NeMo's vocabulary-rounding fillers and [MASK]: never text, never targets
-                "suppress_ids": list(range(tokenizer.piece_count, tokenizer.vocab_size)),
-            },
+                forbidden_ids=tuple(range(tokenizer.piece_count, tokenizer.vocab_size)),
+            ),
             info=info,
         )
     (Path(out) / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))

@@ -68,7 +68,8 @@ LogitsFn = Callable[[Array], Array]
 
 NEG_LOGIT = -1e9  # logit given to forbidden ids: exp underflows to exactly 0 in float32
 DEFAULT_CANVAS_LENGTH = 256  # the paper's fixed canvas
-DEFAULT_NFE = 32
+DEFAULT_NFE = 32  # the paper's NFE cap
+PAPER_SAMPLER = "pbeb(lam=0.2,gamma=0.05)"  # the paper's sampler and settings
 DEFAULT_CANVAS_BUCKETS = (16, 32, 64, 128, 256)
 
 

@@ -34,11 +34,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
 
+from mdm_asr_jax import checkpoint as ckpt
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.diffusion.process import ProcessConfig
-from mdm_asr_jax.nn.config import ModelConfig, decoder_config, encoder_config
+from mdm_asr_jax.nn.config import ConfigError, ModelConfig, decoder_config, encoder_config
+from mdm_asr_jax.nn.encoders import finetune_config
 from mdm_asr_jax.nn.model import ASRModel, init_params
-from mdm_asr_jax.train import checkpoint as ckpt
 from mdm_asr_jax.train import sharding
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
 from mdm_asr_jax.train.optim import group_labels, make_optimizer
@@ -97,38 +98,19 @@ def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) 
     """ModelConfig for fine-tuning a converted checkpoint: its architecture, vocabulary and
     prompt, with the heads, dropout, decoder length and dtype of the training config."""
     m = config.model
-    max_length = m.max_length or (config.objective.canvas_length + len(base.prompt_ids))
-    if base.encoder.kind == "fastconformer":
-        from mdm_asr_jax.nn.fastconformer import canary_finetune_config
-
-        return canary_finetune_config(
-            base, mdm=m.mdm, ar=m.ar, dropout=m.dropout, max_length=max_length, dtype=m.dtype
-        )
-    if base.encoder.kind == "whisper":
-        from mdm_asr_jax.nn.whisper import whisper_finetune_config
-
-        tuned = whisper_finetune_config(
+    try:
+        return finetune_config(
             base,
             mdm=m.mdm,
             ar=m.ar,
+            ctc=m.ctc,
             dropout=m.dropout,
+            max_length=m.max_length or (config.objective.canvas_length + len(base.prompt_ids)),
+            dtype=m.dtype,
             min_frames=None if m.encoder_min_frames < 0 else m.encoder_min_frames,
         )
-        return dataclasses.replace(tuned, dtype=m.dtype).validate()
-    source = base.ar_decoder or base.mdm_decoder
-    if source is None:
-        raise TrainError(f"{m.base_checkpoint} has no decoder to fine-tune")
-    decoder = dataclasses.replace(
-        source, dropout=m.dropout, max_length=max(source.max_length, max_length)
-    )
-    return dataclasses.replace(
-        base,
-        encoder=dataclasses.replace(base.encoder, dropout=m.dropout),
-        mdm_decoder=dataclasses.replace(decoder, bidirectional=True) if m.mdm else None,
-        ar_decoder=dataclasses.replace(decoder, bidirectional=False) if m.ar else None,
-        ctc=m.ctc and base.ctc,
-        dtype=m.dtype,
-    ).validate()
+    except ConfigError as err:
+        raise TrainError(f"model.base_checkpoint={m.base_checkpoint}: {err}") from None
 
 
 def build_model_config(config: ml_collections.ConfigDict, tokenizer: Any) -> ModelConfig:
@@ -419,15 +401,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
     base_checkpoint = resolve_base_checkpoint(config.model.base_checkpoint, workdir)
-    base_decoding: dict[str, Any] = {}
+    base_decoding = ckpt.DecodingDefaults()
     if base_checkpoint:
-        base_model, features, tokenizer, base_decoding, _ = ckpt.read_config(base_checkpoint)
+        base_model, features, tokenizer, base, _ = ckpt.read_config(base_checkpoint)
         # Token suppression and length cap of the base model (e.g. Whisper's) carry over.
-        base_decoding = {
-            k: v
-            for k, v in (base_decoding or {}).items()
-            if k in ("suppress_ids", "suppress_begin_ids", "max_new_tokens")
-        }
+        base_decoding = ckpt.DecodingDefaults(
+            forbidden_ids=base.forbidden_ids,
+            begin_forbidden_ids=base.begin_forbidden_ids,
+            max_len=base.max_len,
+        )
         model_config = finetune_model_config(config, base_model)
     else:
         tokenizer = load_or_train_tokenizer(config, workdir, data)
@@ -440,12 +422,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             model_config,
             features,
             tokenizer,
-            decoding={
-                **base_decoding,
-                "sampler": config.eval.sampler,
-                "nfe": config.eval.nfe,
-                "canvas_length": config.objective.canvas_length,
-            },
+            decoding=base_decoding.replace(
+                sampler=config.eval.sampler,
+                nfe=config.eval.nfe,
+                canvas_length=config.objective.canvas_length,
+            ),
             info={"config": json.loads(config.to_json_best_effort())},
         )
     model = ASRModel(model_config)
@@ -688,24 +669,24 @@ def run_eval(
 
     if max_utterances is _UNSET:
         max_utterances = config.eval.max_utterances or None
+    decoding = (decoding or ckpt.DecodingDefaults()).replace(
+        canvas_length=config.objective.canvas_length
+    )
+    info = {} if step is None else {"step": int(step)}
+    checkpoint = ckpt.LoadedCheckpoint(
+        model_config, features, tokenizer, params, decoding, info, Path(workdir)
+    )
     return evaluate_params(
-        model_config,
-        params,
-        tokenizer,
-        features,
+        checkpoint,
         manifest=manifest or data.dev_manifest or None,
         dataset=None if manifest else (data.dev_tfds or None),
         sampler=sampler or config.eval.sampler,
         nfe=config.eval.nfe,
         batch_size=data.eval_batch_size,
         normalizer=config.eval.normalizer,
-        canvas_length=config.objective.canvas_length,
         max_utterances=max_utterances,
         key=key,
         tfds_data_dir=data.tfds_data_dir or None,
-        workdir=workdir,
-        step=step,
-        decoding=decoding,
     )
 
 
