@@ -152,6 +152,31 @@ def test_normaliser_is_applied_to_both_sides_before_counting():
     assert raw.word_errors == 2
 
 
+def test_counts_equal_jiwer_on_known_pair():
+    refs = ["the cat sat on the mat", "a b c d"]
+    hyps = ["the cat sat on mat today", "a x c d e"]
+    counts = count_errors(refs, hyps, "none")
+    out = jiwer.process_words(refs, hyps)
+    assert counts.word_errors == out.substitutions + out.deletions + out.insertions == 4
+    assert counts.words == 10
+    assert counts.word_errors / counts.words == pytest.approx(jiwer.wer(refs, hyps))
+
+
+def test_counts_sum_across_batches_to_corpus_counts():
+    refs = ["one two three", "four five", "six"]
+    hyps = ["one too three", "four", "six seven"]
+    whole = count_errors(refs, hyps, "basic")
+    parts = count_errors(refs[:2], hyps[:2], "basic") + count_errors(refs[2:], hyps[2:], "basic")
+    assert whole == parts and (whole.word_errors, whole.words) == (3, 6)
+
+
+def test_digit_vs_word_is_no_error():
+    counts = count_errors(["seven"], ["7"], "english")
+    assert (counts.word_errors, counts.words) == (0, 1)
+    counts = count_errors(["seven three"], ["7 3"], "basic")
+    assert (counts.word_errors, counts.words) == (0, 2)
+
+
 def test_empty_reference_counts_hypothesis_words_as_insertions():
     counts = count_errors(["", "a b"], ["x y", "a b"], "none")
     assert (counts.word_errors, counts.words) == (2, 2)

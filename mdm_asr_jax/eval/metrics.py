@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
+import jiwer
 import numpy as np
 
 from mdm_asr_jax.inference.placement import sum_across_processes
@@ -67,8 +68,6 @@ def count_errors(
     that normalises to nothing adds its hypothesis words (characters) as insertions.
     `with_chars=False` skips the character alignment (CER) when it is not wanted.
     """
-    import jiwer
-
     if isinstance(refs, str) or isinstance(hyps, str):
         raise ValueError("refs and hyps must be sequences of strings, not single strings")
     if len(refs) != len(hyps):
