@@ -597,7 +597,7 @@ def check_params_against_model(
 # ---------------------------------------------------------------------------------------------
 
 
-def build_tokenizer(archive: NemoArchive, prompt_tokens: tuple[str, ...]) -> Any:
+def build_tokenizer(archive: NemoArchive, prompt_tokens: tuple[str, ...]) -> AggregateTokenizer:
     """The Canary aggregate tokenizer of the archive, NeMo's vocabulary rounding included."""
     text_langs = [lang for lang in archive.tokenizer_models if lang != "spl_tokens"]
     return AggregateTokenizer(

@@ -671,7 +671,7 @@ _ALWAYS_SUPPRESSED = ("<|transcribe|>", "<|translate|>", "<|startoftranscript|>"
 
 
 def suppression_ids(
-    weights: WhisperWeights, tokenizer_json: str | Path, tokenizer: Any
+    weights: WhisperWeights, tokenizer_json: str | Path, tokenizer: WhisperTokenizer
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Token ids greedy/beam decoding must never emit, as faster-whisper does.
 
