@@ -116,7 +116,7 @@ class Setup:
         self.audio_paths: list[str] = []
         self.info: dict[str, Any] = {}
         if FLAGS.checkpoint is not None:
-            from mdm_asr_jax.train.checkpoint import load_checkpoint
+            from mdm_asr_jax.checkpoint import load_checkpoint
 
             if FLAGS.manifest is None:
                 raise app.UsageError("--checkpoint needs --manifest=M.jsonl (the audio to decode)")
@@ -131,7 +131,7 @@ class Setup:
                 else 0
             )
             self.canvas_length = FLAGS.canvas_length or int(
-                self.checkpoint.decoding.get("canvas_length") or default
+                self.checkpoint.decoding.canvas_length or default
             )
             self.source = f"checkpoint {FLAGS.checkpoint}, manifest {FLAGS.manifest}"
         else:
@@ -158,7 +158,7 @@ class Setup:
         """Device batches of `batch_size` (features on device once; not part of the timing)."""
         if batch_size not in self._batches:
             if self.checkpoint is not None:
-                from mdm_asr_jax.eval.evaluate import load_eval_set
+                from mdm_asr_jax.inference.eval_set import load_eval_set
 
                 eval_set = load_eval_set(
                     self.checkpoint,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import app, flags, logging
+
+# The parity harness (JAX Whisper greedy decode as faster-whisper runs it) lives with the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num", 100, "Number of synthesised sentences.")
@@ -100,12 +104,13 @@ def word_errors(refs: list[str], hyps: list[str]) -> float:
 def run_parity(
     num: int, seed: int, src: str, checkpoint: str | None, windows: list[str], text: Path
 ) -> dict:
-    from mdm_asr_jax.audio import FeatureConfig, log_mel_numpy
-    from mdm_asr_jax.convert.whisper_reference import (
+    from whisper_reference import (
         JaxWhisper,
         faster_whisper_transcripts,
         fw_features,
     )
+
+    from mdm_asr_jax.audio import FeatureConfig, log_mel_numpy
 
     sentences = parity_sentences(text, num, seed)
     logging.info("synthesising %d sentences", len(sentences))

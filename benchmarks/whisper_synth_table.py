@@ -50,8 +50,8 @@ flags.DEFINE_string(
 
 def main(argv: list[str]) -> None:
     del argv
+    from mdm_asr_jax.checkpoint import load_checkpoint
     from mdm_asr_jax.eval.evaluate import evaluate_sweep
-    from mdm_asr_jax.train.checkpoint import load_checkpoint
 
     data = Path(FLAGS.mdm) / "data" / "whisper_synth"
     tests = {"synth": data / "test.jsonl", "fsdd": data / "test_fsdd.jsonl"}

@@ -33,6 +33,7 @@ import numpy as np
 
 from mdm_asr_jax import ar, ctc
 from mdm_asr_jax.diffusion import samplers
+from mdm_asr_jax.text import Tokenizer
 
 Array = jax.Array
 FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
@@ -191,7 +192,7 @@ def decode(
     canvas_buckets: Sequence[int] = samplers.DEFAULT_CANVAS_BUCKETS,
     max_len: int | None = None,
     forbidden_ids: Sequence[int] = (),
-    tokenizer: Any = None,
+    tokenizer: Tokenizer | None = None,
     record: bool = False,
     fixed_steps: bool = False,
     begin_forbidden_ids: Sequence[int] = (),

@@ -16,7 +16,7 @@ pause loses nothing and the merge is exact. Continuous speech with no pause insi
 span is still cut (at its quietest frame), and a word straddling that cut may be misrecognised.
 
 Batching: pieces of a group of files are sorted by length, padded to a few frame buckets
-(`eval.evaluate.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
+(`inference.batching.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
 Each file's result carries its text, duration, segments (start, end, text) and its share of
 the batched decode time (proportional to its audio seconds in each batch).
 """
@@ -35,30 +35,24 @@ import jax
 import numpy as np
 
 from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
-from mdm_asr_jax.eval.evaluate import (
-    DEFAULT_NFE,
-    DEFAULT_SAMPLER,
-    EvalError,
-    _inner_params,
-    _unpack,
-    as_checkpoint,
-    check_sampler,
-    checkpoint_decode_kwargs,
-    default_decode_fn,
+from mdm_asr_jax.checkpoint import LoadedCheckpoint, load_checkpoint
+from mdm_asr_jax.decode import DecodeOutput, decode
+from mdm_asr_jax.eval.metrics import CompileWatcher
+from mdm_asr_jax.inference import InferenceError
+from mdm_asr_jax.inference.batching import make_batch, max_frames
+from mdm_asr_jax.inference.heads import check_sampler
+from mdm_asr_jax.inference.placement import (
+    inner_params,
     local_data_mesh,
-    make_batch,
-    max_frames,
     place_batch,
     place_params,
 )
-from mdm_asr_jax.eval.metrics import CompileWatcher
 from mdm_asr_jax.nn.config import ModelConfig
-from mdm_asr_jax.train.checkpoint import LoadedCheckpoint
+from mdm_asr_jax.nn.encoders import encoder_kind
+from mdm_asr_jax.nn.model import ASRModel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
-WHISPER_WINDOW_SECONDS = 30.0
-DEFAULT_WINDOW_SECONDS = 20.0
 
 
 class TranscribeError(ValueError):
@@ -117,10 +111,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def default_window_seconds(model_config: ModelConfig, frame_rate: float = 100.0) -> float:
-    """30 s for Whisper encoders, else 20 s, never more than the encoder's positions allow."""
-    window = (
-        WHISPER_WINDOW_SECONDS if model_config.encoder.kind == "whisper" else DEFAULT_WINDOW_SECONDS
-    )
+    """The encoder kind's window (Whisper 30 s, else 20 s), never more than its positions allow."""
+    window = encoder_kind(model_config.encoder).window_seconds
     limit = max_frames(model_config)
     if limit is not None:
         window = min(window, limit / frame_rate)
@@ -227,19 +219,18 @@ class Transcriber:
         window_seconds: float | None = None,
         search_seconds: float = 5.0,
         seed: int = 0,
-        decode_fn: Callable[..., Any] | None = None,
+        decode_fn: Callable[..., DecodeOutput] = decode,
         decode_kwargs: dict[str, Any] | None = None,
     ):
-        from mdm_asr_jax.nn.model import ASRModel
-
-        self.checkpoint = as_checkpoint(checkpoint)
-        config = self.checkpoint.model_config
-        decoding = self.checkpoint.decoding or {}
-        sampler = sampler or decoding.get("sampler") or DEFAULT_SAMPLER
-        nfe = int(nfe) if nfe is not None else int(decoding.get("nfe") or DEFAULT_NFE)
+        if not isinstance(checkpoint, LoadedCheckpoint):
+            checkpoint = load_checkpoint(checkpoint)
+        self.checkpoint = checkpoint
+        config = checkpoint.model_config
+        sampler = sampler or checkpoint.decoding.sampler_or_default
+        nfe = int(nfe) if nfe is not None else checkpoint.decoding.nfe_or_default
         try:
-            self.sampler = check_sampler(sampler, config, str(self.checkpoint.path)).spec
-        except EvalError as err:
+            self.sampler = check_sampler(sampler, config, str(checkpoint.path)).spec
+        except InferenceError as err:
             raise TranscribeError(str(err)) from None
         if batch_size < 1 or nfe < 1:
             raise TranscribeError(f"batch_size={batch_size} and nfe={nfe} must be >= 1")
@@ -256,9 +247,10 @@ class Transcriber:
         self.nfe, self.batch_size, self.seed = int(nfe), int(batch_size), int(seed)
         self.model = ASRModel(config)
         self.mesh = local_data_mesh(self.batch_size)
-        self.params = place_params(_inner_params(self.checkpoint.params), self.mesh)
-        self.decode_fn = decode_fn or default_decode_fn()
-        self.decode_kwargs = {**checkpoint_decode_kwargs(self.checkpoint), **(decode_kwargs or {})}
+        self.params = place_params(inner_params(checkpoint.params), self.mesh)
+        self.decode_fn = decode_fn
+        defaults = checkpoint.decoding.decode_kwargs(checkpoint.tokenizer, config.eos_id)
+        self.decode_kwargs = {**defaults, **(decode_kwargs or {})}
         self.stats = {"audio_seconds": 0.0, "decode_seconds": 0.0, "compile_seconds": 0.0}
         self._batches = 0
 
@@ -304,7 +296,7 @@ class Transcriber:
             else:
                 self.stats["decode_seconds"] += elapsed
                 self.stats["audio_seconds"] += float(seconds.sum())
-            ids, _ = _unpack(result, config.eos_id)
+            ids = result.ids
             total = float(seconds.sum()) or 1.0
             for row, i in enumerate(chunk):
                 pieces[i].text = tokenizer.decode(ids[row]).strip()

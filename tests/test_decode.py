@@ -206,3 +206,40 @@ def _edit_distance(a: list[int], b: list[int]) -> int:
         for j, y in enumerate(b, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
     return row[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# A selection rule registered from outside the samplers module: one function + one row.
+
+
+def _leftmost(config, stats, live, step, num_steps, uniform):
+    """Toy rule: commit the `k` leftmost live positions of each row."""
+    rank = jnp.cumsum(live, axis=-1) - 1  # [B,L] rank among the row's live positions
+    return live & (rank < config.k)
+
+
+@pytest.fixture
+def leftmost_rule():
+    from mdm_asr_jax.diffusion import samplers
+
+    samplers.register_sampler(samplers.SamplerRule("leftmost", "mdm", {"k": 2}, _leftmost))
+    yield
+    del samplers.SAMPLERS["leftmost"]
+
+
+def test_a_rule_registered_outside_the_module_decodes_through_decode(params, leftmost_rule):
+    out = dec.decode(MODEL, params, BATCH, "leftmost(k=3)", 4, 0, record=True)
+    assert out.spec == "leftmost(k=3,temperature=0)"
+    traj = out.trajectory
+    steps = int(traj.steps)
+    assert 1 <= steps <= 4
+    length = CONFIG.mdm_decoder.max_length - len(CONFIG.prompt_ids)
+    before = np.full((2, length), CONFIG.mask_id)
+    for step in range(steps):
+        live = before == CONFIG.mask_id
+        rank = np.cumsum(live, axis=-1) - 1
+        expected = live & (rank < 3) if step < 3 else live  # the last step fills every mask
+        np.testing.assert_array_equal(traj.committed[step], expected)
+        before = traj.canvas[step]
+    assert all(len(ids) <= length for ids in out.ids)
+    assert not set(np.asarray(out.tokens).ravel()) & {CONFIG.mask_id}

@@ -47,8 +47,8 @@ def test_finetuning_a_converted_whisper_keeps_its_suppression_and_its_frozen_enc
     import numpy as np
     import whisper_fixtures as fx
 
+    from mdm_asr_jax.checkpoint import load_checkpoint
     from mdm_asr_jax.convert import whisper as cw
-    from mdm_asr_jax.train.checkpoint import load_checkpoint
 
     dims = dataclasses.replace(fx.TINY_DIMS, encoder_positions=64)  # 128 frames = the bucket
     src = fx.write_hf_dir(tmp_path / "hf", fx.random_hf_tensors(dims), dims)
@@ -65,8 +65,8 @@ def test_finetuning_a_converted_whisper_keeps_its_suppression_and_its_frozen_enc
     base, tuned = load_checkpoint(base_dir), load_checkpoint(tmp_path / "work")
     assert tuned.model_config.mdm_decoder.bidirectional and tuned.model_config.ar_decoder is None
     assert tuned.model_config.encoder.min_frames == 0
-    for key in ("suppress_ids", "suppress_begin_ids", "max_new_tokens"):
-        assert tuned.decoding[key] == base.decoding[key]
+    for key in ("forbidden_ids", "begin_forbidden_ids", "max_len"):
+        assert getattr(tuned.decoding, key) == getattr(base.decoding, key)
     for a, b in zip(
         jax.tree.leaves(base.params["encoder"]),
         jax.tree.leaves(tuned.params["encoder"]),

@@ -20,12 +20,21 @@ import pytest
 from tiny import tiny_model_config
 
 from mdm_asr_jax.audio import FeatureConfig, load_audio, write_wav
-from mdm_asr_jax.diffusion.samplers import parse_sampler
+from mdm_asr_jax.checkpoint import (
+    DecodingDefaults,
+    LoadedCheckpoint,
+    export_checkpoint,
+    load_checkpoint,
+)
+from mdm_asr_jax.decode import DecodeOutput
+from mdm_asr_jax.diffusion.samplers import parse_sampler, tokens_to_ids
 from mdm_asr_jax.eval import evaluate as ev
 from mdm_asr_jax.eval.metrics import ErrorCounts, count_errors
+from mdm_asr_jax.inference import eval_set as inference_eval_set
+from mdm_asr_jax.inference.batching import frame_bucket
+from mdm_asr_jax.inference.eval_set import load_eval_set
 from mdm_asr_jax.nn.model import ASRModel, init_params
 from mdm_asr_jax.text import SentencePieceTokenizer
-from mdm_asr_jax.train.checkpoint import export_checkpoint, load_checkpoint
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
 DIGITS = "zero one two three four five six seven eight nine".split()
@@ -96,7 +105,7 @@ def _encode(model, params, features, feature_mask):
 
 
 def make_stand_in(hyp_by_index: dict[int, list[int]], eos_id: int):
-    """decode(model, params, batch, spec, nfe, key) -> (tokens [B,L], nfe_used [B]).
+    """decode(model, params, batch, spec, nfe, key) -> DecodeOutput.
 
     Runs the real jitted encoder (so the first call of a shape compiles) and returns the ids
     `hyp_by_index[index]` for each row (EOS-terminated), nfe_used = 1 + index % 3, at most nfe.
@@ -110,7 +119,8 @@ def make_stand_in(hyp_by_index: dict[int, list[int]], eos_id: int):
         for row, i in enumerate(index):
             ids = hyp_by_index.get(int(i), [])
             tokens[row, : len(ids)] = ids
-        return tokens, np.minimum(1 + np.maximum(index, 0) % 3, nfe or 3)
+        nfe_used = np.minimum(1 + np.maximum(index, 0) % 3, nfe or 3)
+        return DecodeOutput(tokens_to_ids(tokens, eos_id), nfe_used, tokens, spec, None, None)
 
     return decode
 
@@ -142,6 +152,31 @@ def test_normaliser_is_applied_to_both_sides_before_counting():
     assert raw.word_errors == 2
 
 
+def test_counts_equal_jiwer_on_known_pair():
+    refs = ["the cat sat on the mat", "a b c d"]
+    hyps = ["the cat sat on mat today", "a x c d e"]
+    counts = count_errors(refs, hyps, "none")
+    out = jiwer.process_words(refs, hyps)
+    assert counts.word_errors == out.substitutions + out.deletions + out.insertions == 4
+    assert counts.words == 10
+    assert counts.word_errors / counts.words == pytest.approx(jiwer.wer(refs, hyps))
+
+
+def test_counts_sum_across_batches_to_corpus_counts():
+    refs = ["one two three", "four five", "six"]
+    hyps = ["one too three", "four", "six seven"]
+    whole = count_errors(refs, hyps, "basic")
+    parts = count_errors(refs[:2], hyps[:2], "basic") + count_errors(refs[2:], hyps[2:], "basic")
+    assert whole == parts and (whole.word_errors, whole.words) == (3, 6)
+
+
+def test_digit_vs_word_is_no_error():
+    counts = count_errors(["seven"], ["7"], "english")
+    assert (counts.word_errors, counts.words) == (0, 1)
+    counts = count_errors(["seven three"], ["7 3"], "basic")
+    assert (counts.word_errors, counts.words) == (0, 2)
+
+
 def test_empty_reference_counts_hypothesis_words_as_insertions():
     counts = count_errors(["", "a b"], ["x y", "a b"], "none")
     assert (counts.word_errors, counts.words) == (2, 2)
@@ -149,8 +184,8 @@ def test_empty_reference_counts_hypothesis_words_as_insertions():
 
 def test_frame_buckets_hold_the_input_and_are_few():
     config = tiny_model_config()
-    sizes = {ev.frame_bucket(n, config) for n in range(1, 3001)}
-    assert all(ev.frame_bucket(n, config) >= n for n in range(1, 3001, 7))
+    sizes = {frame_bucket(n, config) for n in range(1, 3001)}
+    assert all(frame_bucket(n, config) >= n for n in range(1, 3001, 7))
     assert len(sizes) <= 12
 
 
@@ -168,7 +203,7 @@ def test_sampler_specs_split_at_top_level_commas():
 def test_evaluator_wer_is_corpus_level_and_bad_lines_are_skipped(checkpoint_dir, manifest):
     checkpoint = load_checkpoint(checkpoint_dir)
     tok = checkpoint.tokenizer
-    eval_set = ev.load_eval_set(checkpoint, manifest=manifest, batch_size=4)
+    eval_set = load_eval_set(checkpoint, manifest=manifest, batch_size=4)
     # Lines 4 (missing file) and 7 (corrupt wav) are skipped with their line and reason.
     skipped = ev.skipped_summary(eval_set.report)
     assert skipped["count"] == 2
@@ -229,11 +264,9 @@ CONTRACT_KEYS = {
 }
 
 
-def _run_cli(argv: list[str], monkeypatch, decode=None):
+def _run_cli(argv: list[str]):
     from mdm_asr_jax.cli import evaluate as cli
 
-    if decode is not None:
-        monkeypatch.setattr(ev, "default_decode_fn", lambda: decode)
     cli.FLAGS.unparse_flags()
     cli.FLAGS(["mdm-asr-eval", *argv])
     try:
@@ -242,26 +275,8 @@ def _run_cli(argv: list[str], monkeypatch, decode=None):
         cli.FLAGS.unparse_flags()
 
 
-def _real_decode_available() -> bool:
-    try:
-        import mdm_asr_jax.decode  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def test_eval_cli_writes_the_contract_json_for_a_sweep(
-    checkpoint_dir, manifest, tmp_path, monkeypatch, capsys
-):
+def test_eval_cli_writes_the_contract_json_for_a_sweep(checkpoint_dir, manifest, tmp_path, capsys):
     output, hyps = tmp_path / "out.jsonl", tmp_path / "hyps.jsonl"
-    decode = None
-    if not _real_decode_available():
-        checkpoint = load_checkpoint(checkpoint_dir)
-        entries = [json.loads(x) for x in manifest.read_text().splitlines()]
-        decode = make_stand_in(
-            {i: checkpoint.tokenizer.encode(e["text"]) for i, e in enumerate(entries)},
-            checkpoint.model_config.eos_id,
-        )
     argv = [
         f"--checkpoint={checkpoint_dir}",
         f"--manifest={manifest}",
@@ -271,7 +286,7 @@ def test_eval_cli_writes_the_contract_json_for_a_sweep(
         f"--output={output}",
         f"--hyps={hyps}",
     ]
-    _run_cli(argv, monkeypatch, decode)
+    _run_cli(argv)
     lines = [json.loads(x) for x in output.read_text().splitlines()]
     printed = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert lines == printed
@@ -289,9 +304,9 @@ def test_eval_cli_writes_the_contract_json_for_a_sweep(
     assert {"audio", "ref", "hyp"} <= set(rows[0]) and rows[0]["ref"] == "zero"
 
 
-def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, monkeypatch, capsys):
+def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"], monkeypatch)
+        _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -308,18 +323,22 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
         seen.update(decode_kwargs)
         return stand_in(model, params, batch, spec, nfe, key)
 
-    result = ev.evaluate_params(
+    in_memory = LoadedCheckpoint(
         loaded.model_config,
-        loaded.params,
-        loaded.tokenizer,
         loaded.feature_config,
+        loaded.tokenizer,
+        loaded.params,
+        DecodingDefaults(canvas_length=24),
+        {"step": 7},
+        Path(""),
+    )
+    result = ev.evaluate_params(
+        in_memory,
         manifest=manifest,
         sampler="eb(gamma=0.1)",
         nfe=4,
         batch_size=4,
-        canvas_length=24,
         key=jax.random.key(3),
-        step=7,
         decode_fn=decode,
     )
     assert seen["canvas_length"] == 24
@@ -328,17 +347,10 @@ def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(
     assert result["n"] == 6 and result["step"] == 7 and result["nfe"] == 4
     assert result["wer"] == pytest.approx(100.0)  # empty hypotheses: every word deleted
     # A second periodic eval reuses the featurised dev set (no second read of the manifest).
-    monkeypatch.setattr(ev, "load_eval_set", lambda *a, **k: pytest.fail("dev set read twice"))
+    monkeypatch.setattr(
+        inference_eval_set, "load_eval_set", lambda *a, **k: pytest.fail("dev set read twice")
+    )
     again = ev.evaluate_params(
-        loaded.model_config,
-        loaded.params,
-        loaded.tokenizer,
-        loaded.feature_config,
-        manifest=manifest,
-        sampler="eb(gamma=0.1)",
-        nfe=4,
-        batch_size=4,
-        canvas_length=24,
-        decode_fn=decode,
+        in_memory, manifest=manifest, sampler="eb(gamma=0.1)", nfe=4, batch_size=4, decode_fn=decode
     )
     assert again["n"] == 6

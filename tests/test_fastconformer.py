@@ -325,10 +325,10 @@ def test_unsupported_encoder_setting_is_named():
 
 
 def test_finetune_config_turns_the_converted_ar_decoder_into_a_bidirectional_mdm_decoder():
-    from mdm_asr_jax.nn.fastconformer import canary_finetune_config
+    from mdm_asr_jax.nn.encoders import finetune_config
 
     base = model_config(heads=("ar",))
-    tuned = canary_finetune_config(base, mdm=True, ar=False, dropout=0.1, max_length=16)
+    tuned = finetune_config(base, mdm=True, ar=False, dropout=0.1, max_length=16)
     assert tuned.ar_decoder is None and tuned.mdm_decoder.bidirectional
     assert tuned.mdm_decoder.max_length == 16 and tuned.encoder.dropout == 0.1
     assert dataclasses.replace(

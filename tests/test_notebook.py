@@ -18,9 +18,9 @@ import pytest
 from tiny import tiny_model_config
 
 from mdm_asr_jax.audio import FeatureConfig, load_audio, write_wav
+from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
 from mdm_asr_jax.nn.model import ASRModel, init_params
 from mdm_asr_jax.text import SentencePieceTokenizer
-from mdm_asr_jax.train.checkpoint import export_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "decoding_explorer.ipynb"
@@ -47,7 +47,7 @@ def make_tiny_checkpoint(directory: Path) -> Path:
         params,
         FeatureConfig(),
         tokenizer,
-        decoding={"canvas_length": 8},
+        decoding=DecodingDefaults(canvas_length=8),
     )
 
 

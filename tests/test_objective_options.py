@@ -16,8 +16,8 @@ from tiny import tiny_model_config
 from mdm_asr_jax.diffusion import process
 from mdm_asr_jax.diffusion.process import ProcessConfig, ProcessError
 from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.train.init_from import default_init_map
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
-from mdm_asr_jax.train.trainer import default_init_map
 
 MASK, PAD, EOS = 19, 0, 3
 TARGETS = jnp.array([[4, 5, 6, 3, 3, 3, 3, 3], [7, 8, 3, 3, 3, 3, 3, 3]])

@@ -12,10 +12,11 @@ from tiny import tiny_model_config
 
 from mdm_asr_jax.nn.model import ASRModel, init_params
 from mdm_asr_jax.train import sharding
+from mdm_asr_jax.train.config import objective_config
 from mdm_asr_jax.train.defaults import base_config
 from mdm_asr_jax.train.objective import ObjectiveConfig
 from mdm_asr_jax.train.optim import OptimError, make_optimizer
-from mdm_asr_jax.train.trainer import create_train_state, make_train_step, objective_config
+from mdm_asr_jax.train.trainer import create_train_state, make_train_step
 
 
 def _batch(batch_size=8, frames=32, vocab=20):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from train_fixtures import tiny_train_config, write_corpus
 
-from mdm_asr_jax.train.checkpoint import load_checkpoint
+from mdm_asr_jax.checkpoint import load_checkpoint
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
 

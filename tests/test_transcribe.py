@@ -13,7 +13,7 @@ from test_eval import DIGITS, _make_checkpoint, make_stand_in
 
 from mdm_asr_jax import transcribe as tr
 from mdm_asr_jax.audio import write_wav
-from mdm_asr_jax.train.checkpoint import load_checkpoint
+from mdm_asr_jax.checkpoint import load_checkpoint
 
 RATE = 16000
 
@@ -99,18 +99,13 @@ def test_directories_and_list_files_expand_in_order(tmp_path):
     assert [Path(p).name for p in got] == ["a.flac", "b.wav", "b.wav", "a.flac"]
 
 
-def test_transcribe_cli_writes_one_line_per_file(checkpoint, tmp_path, monkeypatch, capsys):
+def test_transcribe_cli_writes_one_line_per_file(checkpoint, tmp_path, capsys):
     from mdm_asr_jax.cli import transcribe as cli
-    from mdm_asr_jax.eval import evaluate as ev
 
     files = []
     for i in range(3):
         files.append(tmp_path / f"f{i}.wav")
         write_wav(files[-1], _bursts([], 0.4 + 0.1 * i, seed=i))
-    tok = checkpoint.tokenizer
-    stand_in = make_stand_in({i: tok.encode(DIGITS[i]) for i in range(10)}, 3)
-    monkeypatch.setattr(tr, "default_decode_fn", lambda: stand_in)
-    monkeypatch.setattr(ev, "default_decode_fn", lambda: stand_in)
     out = tmp_path / "out.jsonl"
     cli.FLAGS.unparse_flags()
     cli.FLAGS(
@@ -123,7 +118,8 @@ def test_transcribe_cli_writes_one_line_per_file(checkpoint, tmp_path, monkeypat
         cli.FLAGS.unparse_flags()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["audio"] for r in rows] == [str(f) for f in files]
-    assert all(r["text"] in DIGITS and len(r["segments"]) == 1 for r in rows)
+    # The real decode on a random tiny model: the text is whatever it says, one piece a file.
+    assert all(isinstance(r["text"], str) and len(r["segments"]) == 1 for r in rows)
     assert "RTFx" in capsys.readouterr().err
 
 

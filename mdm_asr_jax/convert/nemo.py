@@ -4,7 +4,7 @@ A `.nemo` file is a tar archive holding `model_config.yaml` (the model's OmegaCo
 `model_weights.ckpt` (a PyTorch state dict) and the tokenizer artifacts the config points to
 (`nemo:<file>`; Canary: one SentencePiece model per language plus the special-token model
 `spl_tokens`). This module reads all three without PyTorch: the state dict is a zip of a pickle
-and raw storages, unpickled here by a restricted reader that only builds tensors (`read_torch_zip`).
+and raw storages, unpickled here by a restricted reader that only builds tensors (`convert.torch_zip.read_torch_zip`).
 
 Mapping (NeMo state-dict name -> our param path; every tensor is mapped, folded, checked or
 reported as unused, and unknown tensors or shape mismatches are errors naming the tensor):
@@ -33,21 +33,26 @@ Legend: D width, H heads, K head dim, V vocabulary, C channels, F mlp width.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
-import pickle
 import shutil
 import tarfile
 import tempfile
-import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import flax
+import jax
 import numpy as np
 
+from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
+from mdm_asr_jax.convert.torch_zip import TorchZipError, read_torch_zip
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
 from mdm_asr_jax.nn.config import DecoderConfig, EncoderConfig, ModelConfig
+from mdm_asr_jax.nn.layers import interleaved_sinusoidal_table
+from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.text import AggregateTokenizer, canary_prompt_tokens
 
 CANVAS_LENGTH = 256  # the paper's MDM canvas (decoding default written into the checkpoint)
 MASK_LOGIT_BIAS = -1.0e4  # output bias of the appended [MASK] id (never predicted before training)
@@ -57,136 +62,6 @@ BATCH_NORM_EPS = 1e-5  # torch.nn.BatchNorm1d default, which NeMo's ConformerCon
 
 class NemoConversionError(ValueError):
     """A .nemo archive that cannot be imported (names the file, key or tensor and the fix)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a PyTorch zip checkpoint without PyTorch
-# ---------------------------------------------------------------------------------------------
-
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-    "BFloat16Storage": "bfloat16",
-}
-_TORCH_DTYPES = {
-    "float32": np.float32,
-    "float": np.float32,
-    "float64": np.float64,
-    "double": np.float64,
-    "float16": np.float16,
-    "half": np.float16,
-    "bfloat16": "bfloat16",
-    "int64": np.int64,
-    "long": np.int64,
-    "int32": np.int32,
-    "int": np.int32,
-    "int16": np.int16,
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "bool": np.bool_,
-}
-
-
-def _numpy_dtype(dtype: Any) -> np.dtype:
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(dtype)
-
-
-class _StorageType:
-    def __init__(self, dtype: Any):
-        self.dtype = dtype
-
-
-class _TorchDtype:
-    def __init__(self, name: str):
-        self.name = name
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *_args):
-    itemsize = storage.dtype.itemsize
-    if not size:
-        return np.array(storage[storage_offset], copy=True)
-    view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    )
-    return np.array(view, copy=True)
-
-
-def _rebuild_parameter(data, *_args):
-    return data
-
-
-class _TensorUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into numpy arrays; refuses every other global."""
-
-    def __init__(self, file, zip_file: zipfile.ZipFile, prefix: str):
-        super().__init__(file)
-        self._zip = zip_file
-        self._prefix = prefix
-        self._storages: dict[str, np.ndarray] = {}
-
-    def find_class(self, module: str, name: str):
-        if module == "collections" and name == "OrderedDict":
-            return OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if module == "torch" and name in _TORCH_DTYPES:
-            return _TorchDtype(name)
-        raise pickle.UnpicklingError(
-            f"unexpected object {module}.{name} in the weights pickle (only tensors are read)"
-        )
-
-    def persistent_load(self, pid):
-        kind, storage_type, key, _location, numel = pid
-        if kind != "storage":
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        if key not in self._storages:
-            if isinstance(storage_type, _TorchDtype):  # UntypedStorage + dtype (newer torch)
-                dtype = _numpy_dtype(_TORCH_DTYPES[storage_type.name])
-            else:
-                dtype = _numpy_dtype(storage_type.dtype)
-            raw = self._zip.read(f"{self._prefix}data/{key}")
-            self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel)
-        return self._storages[key]
-
-
-def read_torch_zip(
-    data: bytes | str | Path, name: str = "model_weights.ckpt"
-) -> dict[str, np.ndarray]:
-    """A PyTorch state dict saved with `torch.save` (zip format; bytes or a file path) ->
-    {name: numpy array}. Reads only tensors (a restricted unpickler), never runs code."""
-    try:
-        zip_file = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
-    except zipfile.BadZipFile as err:
-        raise NemoConversionError(
-            f"{name} is not a zip-format PyTorch checkpoint (saved by torch < 1.6?); re-save it "
-            "with a recent torch: torch.save(torch.load(f), f)"
-        ) from err
-    pickles = [n for n in zip_file.namelist() if n.endswith("data.pkl")]
-    if len(pickles) != 1:
-        raise NemoConversionError(f"{name} holds {len(pickles)} data.pkl files; expected one")
-    prefix = pickles[0][: -len("data.pkl")]
-    unpickler = _TensorUnpickler(io.BytesIO(zip_file.read(pickles[0])), zip_file, prefix)
-    state = unpickler.load()
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise NemoConversionError(f"{name} does not hold a state dict (got {type(state)})")
-    return {str(k): np.asarray(v) for k, v in state.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +95,7 @@ def read_nemo(path: str | Path, extract_dir: str | Path | None = None) -> NemoAr
 
     Tokenizer models are extracted into `extract_dir` (a temporary folder if None).
     """
-    import yaml
+    import yaml  # PyYAML: only needed to read .nemo archives, kept lazy
 
     path = Path(path)
     if not path.is_file():
@@ -242,7 +117,10 @@ def read_nemo(path: str | Path, extract_dir: str | Path | None = None) -> NemoAr
         weights = extract_dir / "model_weights.ckpt"  # on disk: the zip is read lazily
         with tar.extractfile(members["model_weights.ckpt"]) as src, open(weights, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 24)
-        tensors = read_torch_zip(weights)
+        try:
+            tensors = read_torch_zip(weights)
+        except TorchZipError as err:
+            raise NemoConversionError(f"{path}: model_weights.ckpt: {err}") from None
         weights.unlink()
         tokenizer_cfg = config.get("tokenizer") or {}
         if str(tokenizer_cfg.get("type", "")).lower() != "agg":
@@ -378,8 +256,6 @@ def decoder_config_from_nemo(config: dict[str, Any], bidirectional: bool) -> Dec
 
 def feature_config_from_nemo(config: dict[str, Any]) -> tuple[Any, list[str]]:
     """FeatureConfig(kind="nemo") of the preprocessor, and warnings for settings we differ on."""
-    from mdm_asr_jax.audio import FeatureConfig
-
     pre = config.get("preprocessor") or {}
     expected = {
         "window_size": 0.025,
@@ -421,8 +297,6 @@ def prompt_tokens_from_nemo(
 ) -> tuple[str, ...]:
     """The decoder prompt (special-token strings) for ASR: the config's prompt defaults, with
     the given overrides (source/target language, punctuation and capitalisation)."""
-    from mdm_asr_jax.text import canary_prompt_tokens
-
     prompt_format = config.get("prompt_format", "canary")
     slots: dict[str, Any] = {}
     for turn in config.get("prompt_defaults") or []:
@@ -613,8 +487,6 @@ def _decoder_params(
     if cfg.positions == "learned":
         m.put(f"{dst}/position_embedding", m.get(f"{positions}.weight"), f"{positions}.weight")
     elif f"{positions}.pos_enc" in m.tensors:
-        from mdm_asr_jax.nn.layers import interleaved_sinusoidal_table
-
         table = m.get(f"{positions}.pos_enc")
         ours = interleaved_sinusoidal_table(table.shape[0], table.shape[1]) * cfg.position_scale
         if not np.allclose(table, ours, atol=1e-5):
@@ -698,11 +570,6 @@ def check_params_against_model(
 ) -> None:
     """Every param the model expects is present with the same shape, and nothing else; a
     mismatch names the param and (with `report`) the NeMo tensor it came from."""
-    import flax
-    import jax
-
-    from mdm_asr_jax.nn.model import ASRModel, init_params
-
     model = ASRModel(model_config)
     shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
     expected = flax.traverse_util.flatten_dict(flax.linen.meta.unbox(shapes)["params"], sep="/")
@@ -730,10 +597,8 @@ def check_params_against_model(
 # ---------------------------------------------------------------------------------------------
 
 
-def build_tokenizer(archive: NemoArchive, prompt_tokens: tuple[str, ...]) -> Any:
+def build_tokenizer(archive: NemoArchive, prompt_tokens: tuple[str, ...]) -> AggregateTokenizer:
     """The Canary aggregate tokenizer of the archive, NeMo's vocabulary rounding included."""
-    from mdm_asr_jax.text import AggregateTokenizer
-
     text_langs = [lang for lang in archive.tokenizer_models if lang != "spl_tokens"]
     return AggregateTokenizer(
         archive.tokenizer_models,
@@ -760,8 +625,6 @@ def convert_nemo(
       initialisation) and/or "ar" (causal: NeMo's own decoding).
     source_lang / target_lang / pnc: prompt overrides (default: the model's prompt defaults).
     """
-    from mdm_asr_jax.train.checkpoint import export_checkpoint
-
     heads = tuple(heads)
     if not heads or set(heads) - {"mdm", "ar"}:
         raise NemoConversionError(f"heads={heads}; choose one or both of 'mdm' and 'ar'")
@@ -806,17 +669,17 @@ def convert_nemo(
             params,
             features,
             tokenizer,
-            decoding={
-                "sampler": "pbeb(lam=0.2,gamma=0.05)" if "mdm" in heads else "ar_greedy",
-                "nfe": 32,
+            decoding=DecodingDefaults(
+                sampler=PAPER_SAMPLER if "mdm" in heads else "ar_greedy",
+                nfe=DEFAULT_NFE,
                 # the paper's canvas (the decoder's positions allow up to max_length - prompt)
-                "canvas_length": min(
+                canvas_length=min(
                     CANVAS_LENGTH,
                     decoder_config_from_nemo(archive.config, True).max_length - len(prompt_tokens),
                 ),
                 # NeMo's vocabulary-rounding fillers and [MASK]: never text, never targets
-                "suppress_ids": list(range(tokenizer.piece_count, tokenizer.vocab_size)),
-            },
+                forbidden_ids=tuple(range(tokenizer.piece_count, tokenizer.vocab_size)),
+            ),
             info=info,
         )
     (Path(out) / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
@@ -829,7 +692,6 @@ __all__ = [
     "NemoConversionError",
     "convert_nemo",
     "read_nemo",
-    "read_torch_zip",
     "nemo_params",
     "encoder_config_from_nemo",
     "decoder_config_from_nemo",

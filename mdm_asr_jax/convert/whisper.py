@@ -33,8 +33,13 @@ import flax.linen
 import jax
 import numpy as np
 
+from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
 from mdm_asr_jax.convert import ctranslate2 as ct2
-from mdm_asr_jax.nn.whisper import WhisperSize
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.nn.whisper import WHISPER_FRAMES, WhisperSize, whisper_model_config
+from mdm_asr_jax.text import WhisperTokenizer
 
 
 class WhisperConversionError(ValueError):
@@ -630,8 +635,6 @@ def whisper_params(weights: WhisperWeights, config: Any, eot_id: int, dtype=np.f
 
 def check_params_match_model(params: dict, config: Any) -> None:
     """Raises WhisperConversionError unless `params` has exactly the model's paths and shapes."""
-    from mdm_asr_jax.nn.model import ASRModel, init_params
-
     model = ASRModel(config)
     frames = min(64, 2 * config.encoder.max_frames)
     abstract = jax.eval_shape(
@@ -668,14 +671,14 @@ _ALWAYS_SUPPRESSED = ("<|transcribe|>", "<|translate|>", "<|startoftranscript|>"
 
 
 def suppression_ids(
-    weights: WhisperWeights, tokenizer_json: str | Path, tokenizer: Any
-) -> dict[str, list[int]]:
+    weights: WhisperWeights, tokenizer_json: str | Path, tokenizer: WhisperTokenizer
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Token ids greedy/beam decoding must never emit, as faster-whisper does.
 
-    `suppress_ids`: at every step (the source's list, e.g. CTranslate2's config.json
-    `suppress_ids` = openai-whisper's non-speech tokens, plus the task/start tokens, plus our
-    [MASK]). `suppress_begin_ids`: additionally at the first generated step (" " and
-    <|endoftext|>, faster-whisper's `suppress_blank`).
+    (forbidden, begin_forbidden). forbidden: at every step (the source's list, e.g.
+    CTranslate2's config.json `suppress_ids` = openai-whisper's non-speech tokens, plus the
+    task/start tokens, plus our [MASK]). begin_forbidden: additionally at the first generated
+    step (" " and <|endoftext|>, faster-whisper's `suppress_blank`).
     """
     import tokenizers
 
@@ -687,7 +690,7 @@ def suppression_ids(
     if begin is None:
         space = bpe.token_to_id("\u0120")  # byte-level BPE's " " (id 220 in Whisper)
         begin = ([] if space is None else [space]) + [tokenizer.eot_id]
-    return {"suppress_ids": sorted(ids), "suppress_begin_ids": sorted(int(i) for i in begin)}
+    return tuple(sorted(ids)), tuple(sorted(int(i) for i in begin))
 
 
 def convert_whisper(
@@ -707,11 +710,6 @@ def convert_whisper(
     full_window: pad every input to Whisper's 30 s window inside the encoder (what the released
     weights expect); False runs short inputs in short windows (faster, less accurate zero-shot).
     """
-    from mdm_asr_jax.audio import FeatureConfig
-    from mdm_asr_jax.nn.whisper import WHISPER_FRAMES, whisper_model_config
-    from mdm_asr_jax.text import WhisperTokenizer
-    from mdm_asr_jax.train.checkpoint import export_checkpoint
-
     unknown = set(decoders) - {"ar", "mdm"}
     if unknown or not decoders:
         raise WhisperConversionError(
@@ -736,12 +734,14 @@ def convert_whisper(
         min_frames=WHISPER_FRAMES if full_window else 0,
     )
     params = whisper_params(weights, config, tokenizer.eot_id)
-    decoding = {
-        "sampler": "ar_greedy" if "ar" in decoders else "pbeb(lam=0.2,gamma=0.05)",
-        **suppression_ids(weights, src / "tokenizer.json", tokenizer),
+    forbidden, begin_forbidden = suppression_ids(weights, src / "tokenizer.json", tokenizer)
+    decoding = DecodingDefaults(
+        sampler="ar_greedy" if "ar" in decoders else PAPER_SAMPLER,
+        forbidden_ids=forbidden,
+        begin_forbidden_ids=begin_forbidden,
         # faster-whisper / openai-whisper stop after half the text context (224 tokens)
-        "max_new_tokens": weights.dims.decoder_positions // 2,
-    }
+        max_len=weights.dims.decoder_positions // 2,
+    )
     info = {
         "source": str(src.absolute()),
         "source_format": {"ct2": "ctranslate2", "hf": "huggingface"}[kind],

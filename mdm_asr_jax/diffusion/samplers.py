@@ -68,7 +68,8 @@ LogitsFn = Callable[[Array], Array]
 
 NEG_LOGIT = -1e9  # logit given to forbidden ids: exp underflows to exactly 0 in float32
 DEFAULT_CANVAS_LENGTH = 256  # the paper's fixed canvas
-DEFAULT_NFE = 32
+DEFAULT_NFE = 32  # the paper's NFE cap
+PAPER_SAMPLER = "pbeb(lam=0.2,gamma=0.05)"  # the paper's sampler and settings
 DEFAULT_CANVAS_BUCKETS = (16, 32, 64, 128, 256)
 
 
@@ -79,59 +80,48 @@ class SamplerSpecError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Spec strings and the registry.
 
-# name -> (family, {parameter: default}); a tuple default lists the allowed choices (first is
-# the default). Every MDM sampler also takes `temperature`.
-_REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
-    "random": ("mdm", {"mode": ("count", "bernoulli"), "temperature": 0.0}),
-    "dfm": ("mdm", {"temperature": 1.0}),
-    "topk": ("mdm", {"schedule": ("linear", "cosine"), "temperature": 0.0}),
-    "eb": (
-        "mdm",
-        {"gamma": 0.05, "proxy": ("entropy", "confidence", "margin"), "temperature": 0.0},
-    ),
-    "pbeb": ("mdm", {"lam": 0.2, "gamma": 0.05, "temperature": 0.0}),
-    "ar_greedy": ("ar", {}),
-    "ar_beam": ("ar", {"size": 4, "length_penalty": 1.0}),
-    "ctc_greedy": ("ctc", {}),
-}
-SAMPLER_NAMES = tuple(_REGISTRY)
-MDM_SAMPLER_NAMES = tuple(n for n, (fam, _) in _REGISTRY.items() if fam == "mdm")
-
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """A parsed sampler spec (hashable, so it can key jit caches). Build with `parse_sampler`.
 
-    Only the fields of `name`'s registry entry are meaningful; the rest keep their defaults.
+    `values` holds the sampler's own parameters, in its registry row's order; read them as
+    attributes (`config.gamma`, `config.temperature`, ...).
     """
 
     name: str
-    mode: str = "count"  # random: "count" (fixed k per step) | "bernoulli" (MDLM)
-    schedule: str = "linear"  # topk: "linear" | "cosine"
-    gamma: float = 0.05  # eb / pbeb: entropy budget (nats)
-    proxy: str = "entropy"  # eb: sort key "entropy" | "confidence" | "margin"
-    lam: float = 0.2  # pbeb: position decay
-    temperature: float = 0.0  # 0 = argmax tokens; > 0 = sample from softmax(logits / T)
-    size: int = 4  # ar_beam: beam size
-    length_penalty: float = 1.0  # ar_beam: score = log p / length ** length_penalty
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        for name, value in self.values:
+            if name == key:
+                return value
+        raise AttributeError(f"sampler {self.name!r} has no parameter {key!r}")
+
+    @property
+    def rule(self) -> SamplerRule:
+        """This sampler's registry row."""
+        return SAMPLERS[self.name]
 
     @property
     def family(self) -> str:
         """ "mdm" (masked diffusion), "ar" (autoregressive baseline) or "ctc"."""
-        return _REGISTRY[self.name][0]
+        return self.rule.family
 
     @property
     def params(self) -> dict[str, Any]:
         """The parameters this sampler takes, with their values."""
-        return {p: getattr(self, p) for p in _REGISTRY[self.name][1]}
+        return dict(self.values)
 
     @property
     def spec(self) -> str:
         """Canonical spec string, with every parameter written out."""
-        if not self.params:
+        if not self.values:
             return self.name
         body = ",".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items()
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.values
         )
         return f"{self.name}({body})"
 
@@ -139,14 +129,59 @@ class SamplerConfig:
         return self.spec
 
 
+# select(config, stats, live [B,L], step [], num_steps S, uniform [B,L] | None) -> commit [B,L]
+SelectFn = Callable[["SamplerConfig", "TokenStats", Array, Array, int, "Array | None"], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerRule:
+    """One row of the sampler registry.
+
+    name: the spec name. family: "mdm", "ar" or "ctc". params: parameter -> default (a tuple
+    lists the allowed choices, the first is the default); every MDM rule also takes
+    `temperature`. select: MDM rules only, which live positions commit this step (the loop
+    adds the last-step fill and the EOS truncation). needs_random: the rule draws uniforms
+    every step (temperature > 0 always does). needs_margin: the rule reads `stats.margin`.
+    """
+
+    name: str
+    family: str
+    params: dict[str, Any]
+    select: SelectFn | None = None
+    needs_random: Callable[[SamplerConfig], bool] = lambda config: False
+    needs_margin: Callable[[SamplerConfig], bool] = lambda config: False
+
+
+SAMPLERS: dict[str, SamplerRule] = {}
+
+
+def register_sampler(rule: SamplerRule) -> SamplerRule:
+    """Adds a row to the registry (an MDM rule gets `temperature` if it does not list it)."""
+    if rule.family not in ("mdm", "ar", "ctc"):
+        raise ValueError(f"sampler family {rule.family!r}; choose mdm, ar or ctc")
+    if rule.family == "mdm":
+        if rule.select is None:
+            raise ValueError(f"masked-diffusion sampler {rule.name!r} needs a select function")
+        if "temperature" not in rule.params:
+            rule = dataclasses.replace(rule, params={**rule.params, "temperature": 0.0})
+    SAMPLERS[rule.name] = rule
+    return rule
+
+
+def mdm_sampler_names() -> tuple[str, ...]:
+    """Names of the registered masked-diffusion samplers."""
+    return tuple(n for n, rule in SAMPLERS.items() if rule.family == "mdm")
+
+
 def _describe_registry() -> str:
     parts = []
-    for name, (_, params) in _REGISTRY.items():
-        if not params:
+    for name, rule in SAMPLERS.items():
+        if not rule.params:
             parts.append(name)
             continue
         inner = ", ".join(
-            f"{k}={'|'.join(v)}" if isinstance(v, tuple) else f"{k}={v}" for k, v in params.items()
+            f"{k}={'|'.join(v)}" if isinstance(v, tuple) else f"{k}={v}"
+            for k, v in rule.params.items()
         )
         parts.append(f"{name}({inner})")
     return "; ".join(parts)
@@ -172,11 +207,11 @@ def parse_sampler(spec: str | SamplerConfig) -> SamplerConfig:
             f"{_describe_registry()}"
         )
     name, body = match.group(1), match.group(2)
-    if name not in _REGISTRY:
+    if name not in SAMPLERS:
         raise SamplerSpecError(
             f"unknown sampler {name!r} in spec {spec!r}; valid samplers: {_describe_registry()}"
         )
-    allowed = _REGISTRY[name][1]
+    allowed = SAMPLERS[name].params
     values: dict[str, Any] = {k: (v[0] if isinstance(v, tuple) else v) for k, v in allowed.items()}
     for item in (body or "").split(","):
         if not item.strip():
@@ -209,25 +244,26 @@ def parse_sampler(spec: str | SamplerConfig) -> SamplerConfig:
                 f"sampler spec {spec!r}: {key}={raw!r} is invalid; expected {expect}"
             ) from None
         values[key] = value
-    config = SamplerConfig(name=name, **values)
+    config = SamplerConfig(name=name, values=tuple(values.items()))
     _validate_values(config, spec)
     return config
 
 
+# Bounds of the parameters shared by several rules: name -> (check, what it must be).
+_PARAM_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "gamma": (lambda v: v >= 0, "a finite number >= 0"),
+    "lam": (lambda v: v >= 0, "a finite number >= 0"),
+    "temperature": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
+    "size": (lambda v: v >= 1, ">= 1"),
+    "length_penalty": (lambda v: v >= 0, "a finite number >= 0"),
+}
+
+
 def _validate_values(config: SamplerConfig, spec: str) -> None:
-    checks = {
-        "gamma": config.gamma >= 0,
-        "lam": config.lam >= 0,
-        "temperature": config.temperature >= 0 and math.isfinite(config.temperature),
-        "size": config.size >= 1,
-        "length_penalty": config.length_penalty >= 0,
-    }
-    for key in config.params:
-        if not checks.get(key, True):
-            bound = ">= 1" if key == "size" else "a finite number >= 0"
-            raise SamplerSpecError(
-                f"sampler spec {spec!r}: {key}={getattr(config, key)} must be {bound}"
-            )
+    for key, value in config.values:
+        check, bound = _PARAM_CHECKS.get(key, (lambda v: True, ""))
+        if not check(value):
+            raise SamplerSpecError(f"sampler spec {spec!r}: {key}={value} must be {bound}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +399,112 @@ def schedule_count(n_live: Array, step: Array, num_steps: int, schedule: str) ->
     return jnp.clip(k, 1, jnp.maximum(n_live, 1)).astype(jnp.int32)
 
 
+def _bernoulli_commits(live: Array, step: Array, num_steps: int, uniform: Array) -> Array:
+    """Each live position commits with probability 1/(S - s) (MDLM / DFM under alpha_t = 1 - t)."""
+    probability = 1.0 / (num_steps - step).astype(jnp.float32)
+    return live & (uniform < probability)
+
+
+def _top_count(score: Array, live: Array, count: Array) -> Array:
+    """The `count` [B] best-scored live positions of each row."""
+    _, rank = _order_and_rank(score, live)
+    return live & (rank < count[:, None])
+
+
+def _budget_commits(score: Array, stats: TokenStats, live: Array, gamma: float) -> Array:
+    """The longest prefix in score order within the entropy budget gamma (at least one)."""
+    order, rank = _order_and_rank(score, live)
+    count = _budget_count(stats.entropy, live, order, gamma)
+    return live & (rank < count[:, None])
+
+
+def _n_live(live: Array) -> Array:
+    return jnp.sum(live, axis=-1).astype(jnp.int32)  # [B]
+
+
+def select_random(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    uniform: Array | None,
+) -> Array:
+    if config.mode == "bernoulli":
+        return _bernoulli_commits(live, step, num_steps, uniform)
+    count = schedule_count(_n_live(live), step, num_steps, "linear")
+    return _top_count(uniform, live, count)
+
+
+def select_dfm(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    uniform: Array | None,
+) -> Array:
+    return _bernoulli_commits(live, step, num_steps, uniform)
+
+
+def select_topk(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    uniform: Array | None,
+) -> Array:
+    count = schedule_count(_n_live(live), step, num_steps, config.schedule)
+    return _top_count(stats.confidence, live, count)
+
+
+def select_eb(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    uniform: Array | None,
+) -> Array:
+    score = {
+        "entropy": lambda: -stats.entropy,
+        "confidence": lambda: stats.confidence,
+        "margin": lambda: stats.margin,
+    }[config.proxy]()
+    return _budget_commits(score, stats, live, config.gamma)
+
+
+def select_pbeb(
+    config: SamplerConfig,
+    stats: TokenStats,
+    live: Array,
+    step: Array,
+    num_steps: int,
+    uniform: Array | None,
+) -> Array:
+    positions = jnp.broadcast_to(jnp.arange(live.shape[-1])[None, :], live.shape)
+    score = pbeb_scores(stats.confidence, positions, config.lam)
+    return _budget_commits(score, stats, live, config.gamma)
+
+
+# The registry: one row per sampler (see `SamplerRule`). A new selection rule is one select
+# function and one `register_sampler` row, here or in any module imported before decoding.
+for _rule in (
+    SamplerRule("random", "mdm", {"mode": ("count", "bernoulli")}, select_random,
+                needs_random=lambda c: True),
+    SamplerRule("dfm", "mdm", {"temperature": 1.0}, select_dfm, needs_random=lambda c: True),
+    SamplerRule("topk", "mdm", {"schedule": ("linear", "cosine")}, select_topk),
+    SamplerRule("eb", "mdm", {"gamma": 0.05, "proxy": ("entropy", "confidence", "margin")},
+                select_eb, needs_margin=lambda c: c.proxy == "margin"),
+    SamplerRule("pbeb", "mdm", {"lam": 0.2, "gamma": 0.05}, select_pbeb),
+    SamplerRule("ar_greedy", "ar", {}),
+    SamplerRule("ar_beam", "ar", {"size": 4, "length_penalty": 1.0}),
+    SamplerRule("ctc_greedy", "ctc", {}),
+):  # fmt: skip
+    register_sampler(_rule)
+
+
 def select_commits(
     config: SamplerConfig,
     stats: TokenStats,
@@ -375,35 +517,12 @@ def select_commits(
 
     `uniform` [B,L] in [0, 1) drives the random rules (random, dfm); others ignore it.
     """
-    n_live = jnp.sum(live, axis=-1).astype(jnp.int32)  # [B]
-    positions = jnp.arange(live.shape[-1])[None, :]
-    name = config.name
-    if name == "dfm" or (name == "random" and config.mode == "bernoulli"):
-        probability = 1.0 / (num_steps - step).astype(jnp.float32)
-        return live & (uniform < probability)
-    if name == "random":
-        score = uniform
-        count = schedule_count(n_live, step, num_steps, "linear")
-        _, rank = _order_and_rank(score, live)
-    elif name == "topk":
-        count = schedule_count(n_live, step, num_steps, config.schedule)
-        _, rank = _order_and_rank(stats.confidence, live)
-    elif name in ("eb", "pbeb"):
-        if name == "pbeb":
-            score = pbeb_scores(
-                stats.confidence, jnp.broadcast_to(positions, live.shape), config.lam
-            )
-        elif config.proxy == "entropy":
-            score = -stats.entropy
-        elif config.proxy == "confidence":
-            score = stats.confidence
-        else:
-            score = stats.margin
-        order, rank = _order_and_rank(score, live)
-        count = _budget_count(stats.entropy, live, order, config.gamma)
-    else:
-        raise SamplerSpecError(f"{name!r} is not a masked-diffusion sampler ({MDM_SAMPLER_NAMES})")
-    return live & (rank < count[:, None])
+    rule = config.rule
+    if rule.select is None:
+        raise SamplerSpecError(
+            f"{config.name!r} is not a masked-diffusion sampler ({mdm_sampler_names()})"
+        )
+    return live & rule.select(config, stats, live, step, num_steps, uniform)
 
 
 def truncate_after_eos(canvas: Array, eos_id: int) -> Array:
@@ -464,7 +583,8 @@ def mdm_sample(
     config = parse_sampler(spec)
     if config.family != "mdm":
         raise SamplerSpecError(
-            f"mdm_sample needs a masked-diffusion sampler {MDM_SAMPLER_NAMES}, got {config.spec!r}"
+            f"mdm_sample needs a masked-diffusion sampler {mdm_sampler_names()}, got "
+            f"{config.spec!r}"
         )
     if not isinstance(nfe, (int, np.integer)) or nfe < 1:
         raise ValueError(f"nfe={nfe!r} must be a positive integer (the maximum number of steps)")
@@ -482,7 +602,7 @@ def mdm_sample(
     canvas = jnp.where(position[None, :] < lengths[:, None], mask_id, eos_id).astype(jnp.int32)
     row_keys = _row_keys(key, batch_size)
     forbidden_arr = jnp.asarray(forbidden, jnp.int32)
-    needs_random = config.temperature > 0 or config.name in ("random", "dfm")
+    needs_random = config.temperature > 0 or config.rule.needs_random(config)
 
     trajectory = None
     if record:
@@ -517,7 +637,7 @@ def mdm_sample(
             logits,
             temperature=config.temperature,
             uniform=None if uniform is None else uniform[..., 0],
-            with_margin=config.name == "eb" and config.proxy == "margin",
+            with_margin=config.rule.needs_margin(config),
         )
         commit = select_commits(
             config, stats, live, state.step, nfe, None if uniform is None else uniform[..., 1]

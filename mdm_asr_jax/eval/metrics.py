@@ -18,8 +18,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
+import jiwer
 import numpy as np
 
+from mdm_asr_jax.inference.placement import sum_across_processes
 from mdm_asr_jax.text import get_normalizer
 
 
@@ -66,8 +68,6 @@ def count_errors(
     that normalises to nothing adds its hypothesis words (characters) as insertions.
     `with_chars=False` skips the character alignment (CER) when it is not wanted.
     """
-    import jiwer
-
     if isinstance(refs, str) or isinstance(hyps, str):
         raise ValueError("refs and hyps must be sequences of strings, not single strings")
     if len(refs) != len(hyps):
@@ -92,20 +92,6 @@ def count_errors(
             char_errors += out.substitutions + out.deletions + out.insertions
             chars += out.substitutions + out.deletions + out.hits
     return ErrorCounts(int(word_errors), int(words), int(char_errors), int(chars), len(refs))
-
-
-def sum_across_processes(values: np.ndarray) -> np.ndarray:
-    """Sums a small numpy vector over all JAX processes (identity with one process).
-
-    Every process must call this with the same shape (it is a collective).
-    """
-    values = np.asarray(values)
-    if jax.process_count() == 1:
-        return values
-    from jax.experimental import multihost_utils
-
-    gathered = multihost_utils.process_allgather(values)  # [P, ...]
-    return np.asarray(gathered).sum(axis=0).astype(values.dtype)
 
 
 def gather_counts(counts: ErrorCounts) -> ErrorCounts:

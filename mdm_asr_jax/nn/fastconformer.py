@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mdm_asr_jax.nn.config import ConfigError, DecoderConfig, EncoderConfig, ModelConfig
+from mdm_asr_jax.nn.config import ConfigError, DecoderConfig, EncoderConfig
 from mdm_asr_jax.nn.conformer import ConvModule, subsample_mask
 from mdm_asr_jax.nn.layers import (
     MLP,
@@ -277,40 +277,3 @@ class FastConformerEncoder(nn.Module):
             x = Dense((cfg.output_width,), ("embed", "mlp"), **common, name="output_proj")(x)
         x = x * mask[..., None].astype(x.dtype)
         return x, mask
-
-
-def canary_finetune_config(
-    base: ModelConfig,
-    *,
-    mdm: bool = True,
-    ar: bool = False,
-    dropout: float = 0.1,
-    max_length: int | None = None,
-    dtype: str | None = None,
-) -> ModelConfig:
-    """A fine-tuning ModelConfig derived from a converted Canary checkpoint's config.
-
-    Keeps the architecture, vocabulary and prompt; picks the heads (`mdm`: Canary's decoder made
-    bidirectional, the paper's initialisation; `ar`: Canary's own causal decoder as a baseline);
-    sets dropout (encoder and decoders) and optionally the decoder's `max_length` (prompt +
-    canvas; at most the converted table's length, positions are fixed sinusoids) and the compute
-    dtype. Parameters then come from the checkpoint through `train.trainer`'s init_from
-    (init_map (("mdm_decoder", "ar_decoder"),) when it was converted with --decoders=ar).
-    """
-    if base.encoder.kind != "fastconformer":
-        raise ConfigError(f"base config has encoder kind {base.encoder.kind!r}, not fastconformer")
-    source = base.ar_decoder or base.mdm_decoder
-    if source is None:
-        raise ConfigError("base config has no Canary decoder to fine-tune")
-    if not (mdm or ar):
-        raise ConfigError("pick at least one head: mdm and/or ar")
-    decoder = dataclasses.replace(source, dropout=dropout)
-    if max_length is not None:
-        decoder = dataclasses.replace(decoder, max_length=int(max_length))
-    return dataclasses.replace(
-        base,
-        encoder=dataclasses.replace(base.encoder, dropout=dropout),
-        mdm_decoder=dataclasses.replace(decoder, bidirectional=True) if mdm else None,
-        ar_decoder=dataclasses.replace(decoder, bidirectional=False) if ar else None,
-        dtype=dtype or base.dtype,
-    ).validate()

@@ -26,26 +26,15 @@ import jax.numpy as jnp
 
 from mdm_asr_jax.nn.config import EncoderConfig, ModelConfig
 from mdm_asr_jax.nn.decoder import Cache, CrossKV, TransformerDecoder
+from mdm_asr_jax.nn.encoders import encoder_kind
 from mdm_asr_jax.nn.layers import Dense
 
 Array = jax.Array
 
 
 def encoder_class(config: EncoderConfig) -> type[nn.Module]:
-    """The encoder module for `config.kind` (imported lazily: each kind lives in its own file)."""
-    if config.kind == "conformer":
-        from mdm_asr_jax.nn.conformer import ConformerEncoder
-
-        return ConformerEncoder
-    if config.kind == "whisper":
-        from mdm_asr_jax.nn.whisper import WhisperEncoder
-
-        return WhisperEncoder
-    if config.kind == "fastconformer":
-        from mdm_asr_jax.nn.fastconformer import FastConformerEncoder
-
-        return FastConformerEncoder
-    raise ValueError(f"unknown encoder kind {config.kind!r}")
+    """The encoder module for `config.kind` (from the registry in `nn.encoders`)."""
+    return encoder_kind(config).module
 
 
 class ASRModel(nn.Module):

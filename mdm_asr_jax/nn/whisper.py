@@ -295,36 +295,3 @@ def whisper_model_config(
         dtype=dtype,
         param_dtype="float32",
     ).validate()
-
-
-def whisper_finetune_config(
-    base: ModelConfig,
-    *,
-    mdm: bool,
-    ar: bool,
-    dropout: float = 0.0,
-    min_frames: int | None = None,
-) -> ModelConfig:
-    """A fine-tuning ModelConfig derived from a converted Whisper checkpoint's config.
-
-    Keeps the architecture, vocabulary and prompt; picks the heads (`mdm`: Whisper's decoder made
-    bidirectional, `ar`: Whisper's own causal decoder); sets dropout; `min_frames` (None = keep)
-    chooses the encoder window (0: train and decode on short windows). Parameters then come
-    from the checkpoint with `train.trainer`'s init_from (init_map
-    (("mdm_decoder", "ar_decoder"),) when the checkpoint was converted with --decoders=ar).
-    """
-    if base.encoder.kind != "whisper":
-        raise ValueError(f"base config has encoder kind {base.encoder.kind!r}, not 'whisper'")
-    source = base.ar_decoder or base.mdm_decoder
-    if source is None:
-        raise ValueError("base config has no Whisper decoder to fine-tune")
-    encoder = dataclasses.replace(base.encoder, dropout=dropout)
-    if min_frames is not None:
-        encoder = dataclasses.replace(encoder, min_frames=min_frames)
-    decoder = dataclasses.replace(source, dropout=dropout)
-    return dataclasses.replace(
-        base,
-        encoder=encoder,
-        mdm_decoder=dataclasses.replace(decoder, bidirectional=True) if mdm else None,
-        ar_decoder=dataclasses.replace(decoder, bidirectional=False) if ar else None,
-    ).validate()

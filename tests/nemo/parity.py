@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from mdm_asr_jax.audio import load_audio, log_mel_numpy
+from mdm_asr_jax.checkpoint import load_checkpoint
 from mdm_asr_jax.nn.model import ASRModel
-from mdm_asr_jax.train.checkpoint import load_checkpoint
 
 
 def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:

@@ -27,7 +27,8 @@ import parity  # noqa: E402
 from tiny_canary import build_tiny_canary  # noqa: E402
 
 from mdm_asr_jax.audio import FeatureConfig, load_audio  # noqa: E402
-from mdm_asr_jax.convert.nemo import convert_nemo, read_nemo, read_torch_zip  # noqa: E402
+from mdm_asr_jax.convert.nemo import convert_nemo, read_nemo  # noqa: E402
+from mdm_asr_jax.convert.torch_zip import read_torch_zip  # noqa: E402
 
 FSDD = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fsdd"
 REL_TOL = 1e-4

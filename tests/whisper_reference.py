@@ -18,7 +18,7 @@ does, and what `JaxWhisper` reproduces:
 
 The greedy loop below is a minimal, self-contained reference for parity checks; production
 decoding lives in `mdm_asr_jax.ar` / `mdm_asr_jax.decode`, which should apply the checkpoint's
-`decoding.suppress_ids` / `decoding.suppress_begin_ids` the same way.
+`decoding.forbidden_ids` / `decoding.begin_forbidden_ids` the same way.
 
 Legend: B batch (1 here), T frames, M mel bins, S encoder frames, V vocabulary, P prompt length.
 """
@@ -33,6 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mdm_asr_jax.checkpoint import DecodingDefaults
 
 
 def faster_whisper_transcripts(
@@ -70,10 +72,10 @@ def fw_features(audio: np.ndarray, num_mels: int = 80) -> np.ndarray:
 class JaxWhisper:
     """A converted Whisper model: window choice, encoder, greedy decode with suppression.
 
-    decoding: the checkpoint's decoding section (`suppress_ids`, `suppress_begin_ids`).
+    decoding: the checkpoint's decoding defaults (`forbidden_ids`, `begin_forbidden_ids`).
     """
 
-    def __init__(self, config: Any, params: Any, tokenizer: Any, decoding: dict):
+    def __init__(self, config: Any, params: Any, tokenizer: Any, decoding: DecodingDefaults):
         from mdm_asr_jax.nn.model import ASRModel
 
         self.config = config
@@ -82,17 +84,17 @@ class JaxWhisper:
         self.tokenizer = tokenizer
         vocab = config.vocab_size
         suppress = np.zeros(vocab, bool)
-        suppress[decoding["suppress_ids"]] = True
+        suppress[list(decoding.forbidden_ids)] = True
         begin = np.zeros(vocab, bool)
-        begin[decoding["suppress_begin_ids"]] = True
+        begin[list(decoding.begin_forbidden_ids)] = True
         self.suppress, self.suppress_begin = jnp.asarray(suppress), jnp.asarray(begin)
-        self.max_new_tokens = int(decoding.get("max_new_tokens", config.ar_decoder.max_length // 2))
+        self.max_new_tokens = int(decoding.max_len or config.ar_decoder.max_length // 2)
         self._greedy = jax.jit(self._greedy_impl)
         self._encode = jax.jit(self._encode_impl, static_argnums=(3,))
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str) -> JaxWhisper:
-        from mdm_asr_jax.train.checkpoint import load_checkpoint
+        from mdm_asr_jax.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint_dir)
         return cls(ckpt.model_config, ckpt.params, ckpt.tokenizer, ckpt.decoding)

