@@ -221,8 +221,15 @@ def test_eb_proxy_sets_the_commit_order(proxy):
     np.testing.assert_array_equal(np.asarray(commit[0]), expect)
 
 
+def test_eb_orders_by_confidence_by_default_as_the_paper_does():
+    assert samplers.parse_sampler("eb").proxy == "confidence"
+    assert samplers.parse_sampler("eb(gamma=0.05)") == samplers.parse_sampler(
+        "eb(gamma=0.05,proxy=confidence)"
+    )
+
+
 def test_eb_budget_commits_the_longest_prefix_within_gamma():
-    cfg = samplers.parse_sampler("eb(gamma=0.25)")
+    cfg = samplers.parse_sampler("eb(gamma=0.25,proxy=entropy)")
     entropy = [[0.1, 0.05, 0.2, 0.4, 0.02, 0.3]]  # sorted: .02 .05 .1 .2 .3 .4
     commit = samplers.select_commits(cfg, _stats(entropy), jnp.ones((1, 6), bool), jnp.int32(0), 8)
     # prefix sums minus max: 0, .02, .07, .17, .37 -> four positions fit gamma = 0.25

@@ -38,8 +38,9 @@ Selection rules (n = live count of the row, S - s = steps left including this on
   topk    confidence top-k (MaskGIT / LLaDA "low confidence"): k = n - floor(n * g(r')/g(r)),
           r = s/S, r' = (s+1)/S, g(r) = 1 - r (linear: k = ceil(n/(S - s))) or cos(pi r / 2)
           (cosine: few tokens first, many last); at least one.
-  eb      entropy-bounded (Ben-Hamu et al. 2025): sort live positions by the proxy (entropy
-          ascending; confidence or margin descending) and commit the longest prefix whose
+  eb      entropy-bounded (Ben-Hamu et al. 2025): sort live positions by the proxy (confidence
+          descending by default, as in the MDM-ASR paper; entropy ascending or margin
+          descending as options) and commit the longest prefix whose
           entropies satisfy sum(H) - max(H) <= gamma; at least one. sum - max is non-decreasing
           along the prefix, so the prefix is well defined.
   pbeb    position-biased EB (MDM-ASR): sort key confidence * exp(-lam * i), i = canvas position
@@ -495,7 +496,7 @@ for _rule in (
                 needs_random=lambda c: True),
     SamplerRule("dfm", "mdm", {"temperature": 1.0}, select_dfm, needs_random=lambda c: True),
     SamplerRule("topk", "mdm", {"schedule": ("linear", "cosine")}, select_topk),
-    SamplerRule("eb", "mdm", {"gamma": 0.05, "proxy": ("entropy", "confidence", "margin")},
+    SamplerRule("eb", "mdm", {"gamma": 0.05, "proxy": ("confidence", "entropy", "margin")},
                 select_eb, needs_margin=lambda c: c.proxy == "margin"),
     SamplerRule("pbeb", "mdm", {"lam": 0.2, "gamma": 0.05}, select_pbeb),
     SamplerRule("ar_greedy", "ar", {}),
