@@ -64,6 +64,7 @@ def get_config(arg: str = ""):
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
+    c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
     if "ar" in args:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
         c.model.mdm = False
         c.objective.mdm_weight = 0.0

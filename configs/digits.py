@@ -51,6 +51,7 @@ def get_config(arg: str = ""):
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
+    c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
     c.objective.mdm_warmup_steps = 300
     c.objective.tail_mask_prob = 0.2
     if "ar" in args:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone

@@ -13,6 +13,7 @@ import pytest
 from train_fixtures import tiny_train_config, write_corpus
 
 from mdm_asr_jax.checkpoint import load_checkpoint
+from mdm_asr_jax.diffusion.samplers import parse_sampler
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
 
@@ -27,6 +28,36 @@ def test_one_step_train_writes_a_loadable_checkpoint_directory(tmp_path):
         loaded.model_config.ar_decoder is not None and loaded.model_config.mdm_decoder is not None
     )
     assert loaded.tokenizer.vocab_size == loaded.model_config.vocab_size
+
+
+def test_final_lines_score_every_test_split_with_the_compute_and_curve_of_both_decoders(tmp_path):
+    """Every `test_<name>` set is scored by every final sampler, each line carries the training
+    compute, and each periodic eval adds one dev-curve line per decoder to curve.jsonl."""
+    manifest = write_corpus(tmp_path / "data")
+    config = tiny_train_config(manifest, num_steps=2)
+    config.data.dev_manifest = config.data.test_manifest = str(manifest)
+    config.data.test_accent_manifest = str(manifest)
+    config.data.eval_batch_size = 8
+    config.train.eval_every = 2
+    config.eval.nfe = 2
+    config.eval.max_utterances = 8
+    config.eval.curve_samplers = ("ar_greedy",)
+    config.eval.final_samplers = ("pbeb", "ar_greedy")
+    results = train_and_evaluate(config, tmp_path / "work")
+    pbeb = parse_sampler("pbeb").spec
+    lines = [(line["split"], line["sampler"]) for line in results["final"]]
+    assert lines == [
+        ("test", pbeb),
+        ("test", "ar_greedy"),
+        ("test_accent", pbeb),
+        ("test_accent", "ar_greedy"),
+    ]
+    for line in results["final"]:
+        assert line["train_steps"] == 2 and line["train_examples"] == 16
+        assert line["train_seconds"] > 0
+    curve = [json.loads(x) for x in open(tmp_path / "work" / "curve.jsonl")]
+    assert [(c["step"], c["sampler"]) for c in curve] == [(2, pbeb), (2, "ar_greedy")]
+    assert json.loads((tmp_path / "work" / "compute.json").read_text())["train_steps"] == 2
 
 
 @pytest.mark.slow

@@ -171,6 +171,9 @@ def base_config() -> ml_collections.ConfigDict:
             normalizer="english",
             max_utterances=0,  # 0 = the whole dev set
             final_samplers=("pbeb(lam=0.2,gamma=0.05)",),  # evaluated on the test set at the end
+            # more decoders scored on dev at every periodic eval (WORKDIR/curve.jsonl holds
+            # the WER-vs-steps curve of these and of `sampler`), e.g. ("ar_greedy",)
+            curve_samplers=(),
         )
     )
     return c

@@ -384,6 +384,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         inference_checkpoint(), config, jax.random.fold_in(eval_key, step)
                     )
                     writer.eval_line(step, results["eval"])
+                    curve = [results["eval"]] + [
+                        run_eval(
+                            inference_checkpoint(),
+                            config,
+                            jax.random.fold_in(eval_key, step),
+                            sampler=spec,
+                        )
+                        for spec in config.eval.curve_samplers
+                    ]
+                    append_curve(workdir, step, curve)
                     if best is None or results["eval"]["wer"] < best["wer"]:
                         best = {"step": step, "wer": results["eval"]["wer"]}
                         _write_best(workdir, best)
@@ -461,6 +471,17 @@ def run_eval(
         key=key,
         tfds_data_dir=data.tfds_data_dir or None,
     )
+
+
+def append_curve(workdir: Path, step: int, lines: list[dict[str, Any]]) -> None:
+    """One line per decoder to WORKDIR/curve.jsonl: the dev WER-vs-steps curve of every
+    decoder (`eval.sampler` and `eval.curve_samplers`), for the results pages."""
+    if jax.process_index() != 0:
+        return
+    keys = ("sampler", "nfe", "wer", "cer", "mean_nfe", "n")
+    with open(workdir / "curve.jsonl", "a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n")
 
 
 def test_manifests(data: ml_collections.ConfigDict) -> dict[str, str]:
