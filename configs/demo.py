@@ -70,6 +70,7 @@ def get_config(arg: str = ""):
         c.objective.mdm_weight = 0.0
         c.eval.sampler = "ar_greedy"
         c.eval.final_samplers = ("ar_greedy",)
+        c.eval.curve_samplers = ()
     if "from_ar" in args:  # phase 2: MDM decoder initialised from phase 1's AR decoder
         c.model.base_checkpoint = args["from_ar"]
         c.objective.mdm_warmup_steps = 0
