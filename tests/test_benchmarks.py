@@ -176,3 +176,28 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     assert got == want
     assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
     assert "| mdm | pbeb NFE 4 |" in result.stderr
+
+
+def test_input_pipeline_prints_the_feature_over_decode_ratios(tmp_path):
+    from train_fixtures import write_corpus
+
+    manifest = write_corpus(tmp_path / "corpus", count=8)
+    result = run_benchmark(
+        "input_pipeline.py",
+        f"--manifest={manifest}",
+        "--workers=0",
+        "--utterances=4",
+        "--rounds=1",
+        "--batch_size=2",
+        "--batches=2",
+        "--chunk=1",
+        "--warmup=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single, pipeline = json_lines(result.stdout)
+    assert single["stage"] == "single_thread" and pipeline["stage"] == "pipeline"
+    for record in (single, pipeline):
+        assert record["device"].startswith("host ") and record["host_features_dtype"] == "float32"
+        assert record["timed"]
+    assert single["log_mel_over_decode"] > 0 and single["log_mel_speedup_over_reference"] > 0
+    assert pipeline["features_over_audio"] > 0 and pipeline["batches_each"] == 2

@@ -17,8 +17,8 @@ Steps (`make_pipeline`):
    (`process_index`, `process_count`): disjoint shards, the same bucket shape at each step on
    every host.
 3. **Load (grain workers).** For each utterance in the slice: decode, mono, 16 kHz, log-mel
-   (numpy, `audio.log_mel_numpy`), pad into the bucket. Audio that cannot be decoded leaves its
-   slot empty (`example_mask` False, also in training: weight losses by `example_mask`) and is
+   (host numpy, `audio.log_mel_numpy`), pad into the bucket. Audio that cannot be decoded leaves
+   its slot empty (`example_mask` False, also in training: weight losses by `example_mask`) and is
    reported with its manifest line by the main process.
 
 Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L tokens):
@@ -26,16 +26,16 @@ Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L token
   tokens [B, L] int32 (no BOS/EOS, pad_id after the transcript), token_lengths [B] int32,
   example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad).
 
-Where log-mel is computed (`DataConfig.output`), measured with `benchmarks/input_pipeline.py`
-on this project's 2-core CPU box (whisper features, ~4 s utterances, one thread):
-decoding + resampling runs at ~1400 audio-seconds/s, `log_mel_numpy` (float64) at ~60, and
-`log_mel_jax` at ~880 on the CPU itself (far more on an accelerator, where it is a negligible
-part of a train step). So:
-- `output="features"` (default, the batch contract above): workers compute numpy log-mel. Simple
-  and device-agnostic; fine for small models and for hosts with many cores (~60-100 audio-s/s
-  per worker core), and features are half the bytes of float32 audio.
-- `output="audio"`: workers only decode (~25-40x less host work per utterance); batches carry
-  `audio` [B, N] float32 and `audio_lengths` [B] instead of `features`, and the jitted step calls
+Where log-mel is computed (`DataConfig.output`), measured side by side in one run of
+`benchmarks/input_pipeline.py` on a 2-core AMD EPYC host (whisper features, eSpeak sentences of
+~4.4 s at 22.05 kHz, 0 workers): the features pipeline runs at 0.37x the rate of the audio-only
+pipeline (1068 vs 2877 audio-seconds/s); `log_mel_numpy` is ~10x the float64 reference it
+replaced (which ran the features pipeline at 0.08x). So:
+- `output="features"` (default, the batch contract above): workers compute log-mel on the host
+  (`audio.log_mel_numpy`, float32 for whisper). Simple and device-agnostic, and features are
+  half the bytes of float32 audio; host featurising costs ~1.5-2x the decoding and resampling.
+- `output="audio"`: workers only decode; batches carry `audio` [B, N] float32 and
+  `audio_lengths` [B] instead of `features`, and the jitted step calls
   `device_features(batch, feature_config)` (a no-op for feature batches) to get the contract
   back. Use it when the host CPUs cannot keep up with the accelerator.
 """
