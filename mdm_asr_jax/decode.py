@@ -35,6 +35,7 @@ from mdm_asr_jax import ar, ctc
 from mdm_asr_jax.diffusion import samplers
 
 Array = jax.Array
+NEG_LOGIT = -1e9  # the logit of an id the length forcing rules out
 FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
 
 
@@ -88,9 +89,11 @@ def _compiled(
     record: bool,
     fixed_steps: bool,
     begin_forbidden: tuple[int, ...] = (),
+    forced_lengths: bool = False,
 ) -> Any:
     """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
     config = model.config
+    eos_id = config.eos_id
 
     def encode(variables, features, feature_mask):
         return model.apply(variables, features, feature_mask, method=model.encode)
@@ -100,7 +103,14 @@ def _compiled(
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
         def logits_fn(canvas):  # [B,L] -> [B,L,V]
-            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+            logits = model.apply(
+                variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits
+            )
+            if forced_lengths:  # EOS never wins inside a row's target length
+                inside = jnp.arange(canvas.shape[1])[None, :] < row_lengths[:, None]  # [B,L]
+                eos = jnp.where(inside, jnp.asarray(NEG_LOGIT, logits.dtype), logits[..., eos_id])
+                logits = logits.at[..., eos_id].set(eos)
+            return logits
 
         out = samplers.mdm_sample(
             logits_fn,
@@ -119,7 +129,7 @@ def _compiled(
         return out.tokens, out.nfe_used, out.trajectory
 
     def run_ar(variables, features, feature_mask, row_keys, row_lengths):
-        del row_keys, row_lengths  # AR decoding is deterministic and runs to EOS
+        del row_keys  # AR decoding is deterministic and runs to EOS
         encoded, enc_mask = encode(variables, features, feature_mask)
         batch = features.shape[0]
         beams = sampler.size if sampler.name == "ar_beam" else 1
@@ -132,9 +142,18 @@ def _compiled(
         )
 
         def step_fn(tokens, position, cache):
-            return model.apply(
+            logits, cache = model.apply(
                 variables, tokens, position, cache, cross_kv, enc_mask, method=model.ar_step
             )
+            if forced_lengths:  # row b: EOS blocked before output row_lengths[b], then forced
+                # The last logits predict output index position + (tokens fed) - prompt.
+                index = position + tokens.shape[1] - len(config.prompt_ids)
+                before = jnp.repeat(index < row_lengths, beams)[:, None]  # [B*K, 1]
+                is_eos = jnp.arange(logits.shape[-1]) == eos_id  # [V]
+                blocked = jnp.where(before, is_eos[None, :], ~is_eos[None, :])  # [B*K, V]
+                last = jnp.where(blocked, jnp.asarray(NEG_LOGIT, logits.dtype), logits[:, -1])
+                logits = logits.at[:, -1].set(last)
+            return logits, cache
 
         common = dict(
             prompt_ids=config.prompt_ids,
@@ -195,6 +214,7 @@ def decode(
     record: bool = False,
     fixed_steps: bool = False,
     begin_forbidden_ids: Sequence[int] = (),
+    target_lengths: Sequence[int] | np.ndarray | None = None,
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -217,6 +237,12 @@ def decode(
       tokenizer: if given, `texts` holds tokenizer.decode(ids) per row.
       record: MDM only: return the per-step trajectory.
       fixed_steps: MDM only: always run `nfe` steps (no early exit), for benchmarks.
+      target_lengths: [B] ints, for benchmarks at real transcript lengths with random weights:
+        every row outputs exactly this many tokens. AR: EOS is ruled out before output index
+        target and forced at it (the loop then stops as it would at a real EOS). MDM: the canvas
+        is the smallest of `canvas_buckets` holding max(target) + 1 (capped at the canvas
+        length), each row's positions from its target on are EOS from the start (as with
+        `adaptive_canvas`), and EOS is ruled out before them. CTC: not supported.
     Returns:
       DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
     """
@@ -231,6 +257,23 @@ def decode(
     forbidden = _forbidden(config, forbidden_ids, sampler.family)
     row_lengths = None
     length = 0
+    targets = None
+    if target_lengths is not None:
+        targets = np.asarray(target_lengths)
+        if sampler.family == "ctc":
+            raise ValueError("target_lengths applies to MDM and AR samplers, not CTC")
+        if adaptive_canvas:
+            raise ValueError("give target_lengths or adaptive_canvas, not both")
+        if (
+            targets.shape != (batch_size,)
+            or not np.issubdtype(targets.dtype, np.integer)
+            or (targets.size and targets.min() < 0)
+        ):
+            raise ValueError(
+                f"target_lengths must be [B] = [{batch_size}] non-negative ints, got "
+                f"{targets.dtype} {targets.shape}"
+            )
+        targets = np.where(example_mask, targets, 0).astype(np.int32)
     if sampler.family == "mdm":
         if nfe is None or int(nfe) < 1:
             raise ValueError(f"sampler {sampler.spec!r} needs nfe >= 1, got {nfe!r}")
@@ -242,6 +285,14 @@ def decode(
                 f"{config.mdm_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
             )
         per_row = np.full((batch_size,), length, np.int32)
+        if targets is not None:
+            if targets.max(initial=0) > length:
+                raise ValueError(
+                    f"target_lengths up to {targets.max()} do not fit the canvas of {length}"
+                )
+            need = int(targets.max(initial=0)) + 1  # the transcript and its EOS
+            length = min([b for b in canvas_buckets if need <= b <= length] or [length])
+            per_row = targets
         if adaptive_canvas:
             if "seconds" in batch:
                 seconds = np.asarray(batch["seconds"], np.float64)
@@ -265,6 +316,10 @@ def decode(
                 f"max_len={length} does not fit the AR decoder (max_length "
                 f"{config.ar_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
             )
+        if targets is not None:
+            if targets.max(initial=0) > length:
+                raise ValueError(f"target_lengths up to {targets.max()} exceed max_len={length}")
+            row_lengths = jnp.asarray(targets, jnp.int32)
         nfe = 0
     else:
         nfe = 0
@@ -272,7 +327,17 @@ def decode(
         raise ValueError("record and fixed_steps apply to MDM samplers only")
 
     begin = tuple(sorted({int(i) for i in begin_forbidden_ids})) if sampler.family == "ar" else ()
-    run = _compiled(model, sampler, nfe, length, forbidden, bool(record), bool(fixed_steps), begin)
+    run = _compiled(
+        model,
+        sampler,
+        nfe,
+        length,
+        forbidden,
+        bool(record),
+        bool(fixed_steps),
+        begin,
+        targets is not None,
+    )
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:
         row_lengths = jnp.zeros((batch_size,), jnp.int32)

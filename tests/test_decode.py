@@ -123,6 +123,35 @@ def test_decode_compiles_once_per_spec_and_shape(params):
     assert run._cache_size() == compiled
 
 
+@pytest.mark.parametrize("spec", ["pbeb", "ar_greedy"])
+def test_target_lengths_make_a_random_model_emit_exactly_that_many_tokens(params, spec):
+    targets = np.array([5, 9], np.int32)
+    out = dec.decode(
+        MODEL, params, BATCH, spec, 4, jax.random.key(0), target_lengths=targets,
+        canvas_buckets=(8, 12),
+    )  # fmt: skip
+    assert [len(row) for row in out.ids] == targets.tolist()
+    for row in out.ids:
+        assert not FORBIDDEN & set(row) and CONFIG.eos_id not in row
+    if spec == "ar_greedy":
+        assert out.nfe_used.tolist() == (targets + 1).tolist()  # the tokens and the forced EOS
+    else:
+        assert out.tokens.shape == (2, 12)  # the smallest bucket holding 9 tokens + EOS
+        assert np.all(out.tokens[0, 5:] == CONFIG.eos_id)
+        assert np.all((out.nfe_used >= 1) & (out.nfe_used <= 4))
+
+
+def test_target_lengths_are_checked_against_the_decoder(params):
+    with pytest.raises(ValueError, match="exceed max_len"):
+        dec.decode(MODEL, params, BATCH, "ar_greedy", target_lengths=[3, 40])
+    with pytest.raises(ValueError, match="do not fit the canvas"):
+        dec.decode(MODEL, params, BATCH, "pbeb", 4, target_lengths=[3, 40])
+    with pytest.raises(ValueError, match="not CTC"):
+        dec.decode(MODEL, params, BATCH, "ctc_greedy", target_lengths=[3, 4])
+    with pytest.raises(ValueError, match=r"\[B\] = \[2\]"):
+        dec.decode(MODEL, params, BATCH, "ar_greedy", target_lengths=[3])
+
+
 @pytest.mark.slow
 def test_adaptive_canvas_uses_a_bucket_and_per_row_lengths(params):
     batch = dict(BATCH, seconds=np.array([0.25, 0.45], np.float32))
