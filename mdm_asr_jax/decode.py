@@ -17,11 +17,17 @@ CTC output, which has none). Padding examples (`example_mask` False) get an empt
 cost no step. Each row's random key is `fold_in(key, batch["index"][row])`, so a row decodes
 the same whatever batch it lands in.
 
+Precision: `decode(..., dtype="bfloat16")` (or `with_decoding_dtype` / `checkpoint_with_dtype`
+once, as eval and transcribe do) runs weights and activations in bfloat16; attention softmax and
+layer norms (nn/layers.py), AR log-probabilities and the samplers' confidence and entropy stay
+float32.
+
 Legend: B batch, T frames, M mel bins, S encoder frames, L canvas / output tokens, K beams.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -59,6 +65,64 @@ def _variables(params: Any) -> dict[str, Any]:
     else:
         variables = {"params": params}
     return nn.meta.unbox(variables)
+
+
+DECODING_DTYPES = ("float32", "bfloat16")
+
+
+def _check_dtype(dtype: Any) -> str:
+    name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DECODING_DTYPES:
+        raise ValueError(f"decoding dtype {dtype!r}: choose one of {DECODING_DTYPES}")
+    return name
+
+
+def cast_params(params: Any, dtype: str) -> Any:
+    """Every floating leaf of the parameters in `dtype` (a {"params": ...} dict: that part only,
+    so e.g. batch statistics keep their precision); integer leaves unchanged."""
+    target = jnp.dtype(_check_dtype(dtype))
+    if isinstance(params, Mapping) and "params" in params:
+        return {**params, "params": cast_params(params["params"], dtype)}
+
+    def cast(leaf: Any) -> Any:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.dtype == target:
+            return leaf
+        return leaf.astype(target)  # numpy leaves cast through ml_dtypes, jax leaves on device
+
+    return jax.tree.map(cast, nn.meta.unbox(params))
+
+
+def with_decoding_dtype(model_config: Any, params: Any, dtype: str) -> tuple[Any, Any]:
+    """(model config computing in `dtype`, parameters cast to `dtype`): bf16 decoding.
+
+    Weights and activations in `dtype`; softmax, layer norms, log-probabilities, confidence and
+    entropy stay float32 (the layers and samplers compute them so). Cast once, decode many.
+    """
+    dtype = _check_dtype(dtype)
+    return dataclasses.replace(model_config, dtype=dtype), cast_params(params, dtype)
+
+
+def checkpoint_with_dtype(checkpoint: Any, dtype: str) -> Any:
+    """A loaded checkpoint (`model_config`, `params` fields) that decodes in `dtype`; the config's
+    `dtype` then says so wherever it is reported (e.g. the eval JSON)."""
+    if _check_dtype(dtype) == checkpoint.model_config.dtype:
+        return checkpoint
+    model_config, params = with_decoding_dtype(checkpoint.model_config, checkpoint.params, dtype)
+    return checkpoint._replace(model_config=model_config, params=params)
+
+
+_CAST_CACHE: dict[str, tuple[Any, Any]] = {}  # dtype -> (the params given, their cast)
+
+
+def _params_in(params: Any, dtype: str) -> Any:
+    """`cast_params`, remembering the last tree per dtype so repeated decode() calls with the
+    same parameters cast them once (the reference to the given tree keeps its id valid)."""
+    cached = _CAST_CACHE.get(dtype)
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    cast = cast_params(params, dtype)
+    _CAST_CACHE[dtype] = (params, cast)
+    return cast
 
 
 def _forbidden(config: Any, extra: Sequence[int], family: str) -> tuple[int, ...]:
@@ -215,6 +279,7 @@ def decode(
     fixed_steps: bool = False,
     begin_forbidden_ids: Sequence[int] = (),
     target_lengths: Sequence[int] | np.ndarray | None = None,
+    dtype: str | None = None,
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -243,10 +308,17 @@ def decode(
         is the smallest of `canvas_buckets` holding max(target) + 1 (capped at the canvas
         length), each row's positions from its target on are EOS from the start (as with
         `adaptive_canvas`), and EOS is ruled out before them. CTC: not supported.
+      dtype: "bfloat16" or "float32": decode with weights and activations in this dtype (see the
+        module docstring); None = the model's. The cast parameters are remembered for the next
+        call with the same `params` object; to decode many batches, cast once with
+        `with_decoding_dtype` instead.
     Returns:
       DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
     """
     sampler = samplers.parse_sampler(spec)
+    if dtype is not None and _check_dtype(dtype) != model.config.dtype:
+        model = type(model)(dataclasses.replace(model.config, dtype=_check_dtype(dtype)))
+        params = _params_in(params, _check_dtype(dtype))
     config = model.config
     _check_heads(config, sampler)
     features = batch["features"]
