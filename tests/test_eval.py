@@ -289,6 +289,32 @@ def test_eval_cli_writes_the_contract_json_for_a_sweep(
     assert {"audio", "ref", "hyp"} <= set(rows[0]) and rows[0]["ref"] == "zero"
 
 
+def test_eval_cli_dtype_flag_decodes_in_bfloat16_and_reports_it(
+    checkpoint_dir, manifest, tmp_path, monkeypatch
+):
+    seen = []
+
+    def decode(model, params, batch, spec, nfe, key, **kwargs):
+        from mdm_asr_jax.decode import decode as real_decode
+
+        seen.append((model.config.dtype, {str(x.dtype) for x in jax.tree.leaves(params)}))
+        return real_decode(model, params, batch, spec, nfe, key, **kwargs)
+
+    output = tmp_path / "out.jsonl"
+    argv = [
+        f"--checkpoint={checkpoint_dir}",
+        f"--manifest={manifest}",
+        "--sampler=ctc_greedy",
+        "--batch_size=4",
+        "--dtype=bfloat16",
+        f"--output={output}",
+    ]
+    _run_cli(argv, monkeypatch, decode)
+    (result,) = [json.loads(x) for x in output.read_text().splitlines()]
+    assert result["dtype"] == "bfloat16" and result["n"] == 6
+    assert seen and all(dtype == "bfloat16" and leaves == {"bfloat16"} for dtype, leaves in seen)
+
+
 def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"], monkeypatch)
