@@ -34,6 +34,20 @@ features are computed before (once) and not timed. One JSON line per measurement
                  from the audio duration, `decode(adaptive_canvas=True)`), per --canvas_samplers
                  at the largest NFE
 
+  part=lengths  (with --shapes instead of --checkpoint / --model_size) models of the paper's
+                 shapes with random weights at real transcript lengths: for each shape
+                 (--shapes: canary_180m, canary_1b, whisper_tiny, whisper_base), batch size and
+                 target length L (--lengths, LibriSpeech-like 10-60 tokens; audio of
+                 L / --tokens_per_second seconds), AR greedy is forced to emit exactly L tokens
+                 then EOS and every MDM sampler (--length_samplers, at each of --nfes) decodes a
+                 canvas of the smallest bucket holding L + 1 with EOS from L on
+                 (`decode(target_lengths=...)`), so the cost is the one at the lengths users
+                 decode, not at the caps. MDM lines carry `rtfx_over_ar`: their RTFx over the
+                 AR line of the same (shape, batch, length), timed in the same interleaved
+                 rounds. A random MDM model commits about one token a step, so it runs
+                 min(nfe, L) steps (`mean_nfe`): read each NFE as the cost of a model that
+                 uses that many steps.
+
 Keys in every line: benchmark, part, sampler (spec string), nfe, batch_size, rtfx, device,
 dtype, plus what was timed (timed, decode_seconds, audio_seconds, compile_seconds, mean_nfe,
 canvas_length, repeats, ...).
@@ -43,6 +57,10 @@ canvas_length, repeats, ...).
       --manifest=/tmp/mdm_demo/data/demo/test.jsonl --batch_size=16
   python benchmarks/decode_speed.py --model_size=test --nfes=4 --samplers=pbeb \\
       --batch_size=2 --num_utterances=2 --repeats=1                           # smoke
+  python benchmarks/decode_speed.py --shapes=whisper_tiny,canary_180m --lengths=10,20,40,60 \\
+      --nfes=8 --batch_size=4                                     # real lengths, CPU-sized
+  python benchmarks/decode_speed.py --shapes=canary_1b,canary_180m,whisper_base \\
+      --nfes=4,8,16 --batch_size=32                               # the paper-shape table (GPU)
 """
 
 from __future__ import annotations
@@ -95,6 +113,22 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("vocab_size", 256, "Vocabulary of the random model (with [MASK]).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Random model compute dtype.")
 flags.DEFINE_integer("seed", 0, "Seed of the random model, synthetic audio and sampler keys.")
+flags.DEFINE_list(
+    "shapes",
+    None,
+    "part=lengths: random models of these paper shapes (canary_180m, canary_1b, whisper_tiny, "
+    "whisper_base) instead of --checkpoint / --model_size.",
+)
+flags.DEFINE_list("lengths", ["10", "20", "40", "60"], "part=lengths: target transcript tokens.")
+flags.DEFINE_float(
+    "tokens_per_second", 3.0, "part=lengths: audio seconds per utterance = length / this."
+)
+flags.DEFINE_list("length_samplers", ["pbeb"], "part=lengths: MDM samplers (at each --nfes).")
+flags.DEFINE_integer(
+    "canary_vocab",
+    5248,
+    "part=lengths: Canary vocabulary before [MASK] (4 languages x 1024 + 1152 special tokens).",
+)
 
 MDM_DEFAULTS = {
     "random": "random",
@@ -504,6 +538,143 @@ def run_faster_whisper(setup: Setup) -> None:
     emit(record)
 
 
+# ---------------------------------------------------------------------------------------------
+# part=lengths: paper shapes, random weights, real transcript lengths.
+
+PAPER_SHAPES = ("canary_180m", "canary_1b", "whisper_tiny", "whisper_base")
+WHISPER_PROMPT = (50258, 50259, 50359, 50363)  # <|startoftranscript|><|en|><|transcribe|>...
+WHISPER_EOS = 50257  # <|endoftext|>
+CANARY_PROMPT_LENGTH = 5  # Canary-flash's decoder prompt: start, languages, task, punctuation
+
+
+def paper_shape_config(shape: str, dtype: str) -> Any:
+    """ModelConfig of a paper shape with an MDM and an AR decoder of the same size."""
+    from mdm_asr_jax.nn.config import ModelConfig
+    from mdm_asr_jax.nn.whisper import whisper_model_config
+
+    if shape not in PAPER_SHAPES:
+        raise app.UsageError(f"--shapes: unknown {shape!r}; choose from {list(PAPER_SHAPES)}")
+    if shape.startswith("whisper_"):
+        return whisper_model_config(
+            shape.removeprefix("whisper_"),
+            WHISPER_PROMPT,
+            WHISPER_EOS,
+            ar_decoder=True,
+            mdm_decoder=True,
+            dtype=dtype,
+            min_frames=0,  # windows of the audio's length, as fine-tuned models here run
+        )
+    from mdm_asr_jax.nn.fastconformer import canary_decoder_config, canary_encoder_config
+
+    variant = {"canary_180m": "canary-180m-flash", "canary_1b": "canary-1b-flash"}[shape]
+    vocab = FLAGS.canary_vocab
+    return ModelConfig(
+        vocab_size=vocab + 1,
+        encoder=canary_encoder_config(variant),
+        mdm_decoder=canary_decoder_config(variant, bidirectional=True),
+        ar_decoder=canary_decoder_config(variant, bidirectional=False),
+        ctc=False,
+        prompt_ids=tuple(range(4, 4 + CANARY_PROMPT_LENGTH)),
+        pad_id=0,
+        eos_id=3,
+        dtype=dtype,
+    ).validate()
+
+
+class ShapeSetup:
+    """A random model of a paper shape; what `base_record` and `decode_call` read."""
+
+    def __init__(self, shape: str) -> None:
+        from mdm_asr_jax.nn.model import ASRModel
+
+        self.shape = shape
+        self.model_config = paper_shape_config(shape, FLAGS.dtype)
+        self.model = ASRModel(self.model_config)
+        start = time.perf_counter()
+        params = random_params(self.model_config, FLAGS.seed)
+        self.params = jax.device_put(params, jax.local_devices()[0])
+        self.init_seconds = time.perf_counter() - start
+        self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+        self.source = f"random {shape} model ({self.num_params / 1e6:.0f} M parameters)"
+
+    def batch(self, batch_size: int, length: int) -> dict[str, Any]:
+        """Synthetic features of length / tokens_per_second seconds, all rows the same."""
+        seconds = length / FLAGS.tokens_per_second
+        host = synthetic_batch(
+            batch_size,
+            seconds,
+            num_mels=self.model_config.encoder.num_mels,
+            vocab_size=self.model_config.vocab_size,
+            seed=FLAGS.seed + length,
+        )
+        host["seconds"] = np.full((batch_size,), round(seconds * 100) / 100, np.float32)
+        device = jax.local_devices()[0]
+        return {k: jax.device_put(v, device) for k, v in host.items()} | {"host": host}
+
+
+def length_call(setup: ShapeSetup, spec: str, nfe: int | None, targets: np.ndarray) -> Callable:
+    """decode() forced to `targets` tokens per row."""
+    from mdm_asr_jax.decode import decode
+
+    return lambda batch: decode(
+        setup.model, setup.params, batch, spec, nfe, FLAGS.seed, target_lengths=targets
+    )
+
+
+def run_lengths(specs: Sequence[str], nfes: Sequence[int]) -> None:
+    """part=lengths: one JSON line per (decoder, shape, batch size, target length)."""
+    try:
+        lengths = sorted({int(n) for n in FLAGS.lengths})
+    except ValueError:
+        raise app.UsageError(f"--lengths must be integers, got {FLAGS.lengths}") from None
+    if not lengths or lengths[0] < 1:
+        raise app.UsageError("--lengths must hold positive integers")
+    for shape in FLAGS.shapes:
+        paper_shape_config(shape, FLAGS.dtype)  # unknown shapes fail before any work
+    for shape in FLAGS.shapes:
+        setup = ShapeSetup(shape)
+        if jax.default_backend() == "cpu":
+            print(f"# {setup.source}; {cpu_note()}", file=sys.stderr, flush=True)
+        for batch_size in sorted({1, FLAGS.batch_size}):
+            measurements: list[tuple[int, Measurement]] = []
+            for length in lengths:
+                batch = setup.batch(batch_size, length)
+                targets = np.full((batch_size,), length, np.int32)
+                common = dict(
+                    shape=shape,
+                    target_length=length,
+                    num_params=setup.num_params,
+                    vocab_size=setup.model_config.vocab_size,
+                    tokens_per_second=FLAGS.tokens_per_second,
+                )
+                record = base_record(setup, "lengths", "ar_greedy", None, batch_size) | common
+                record["timed"] = TIMED.replace("decode loop", "greedy loop with KV cache")
+                call = length_call(setup, "ar_greedy", None, targets)
+                measurements.append((length, Measurement(record, [batch], call)))
+                for spec in specs:
+                    for nfe in nfes:
+                        record = base_record(setup, "lengths", spec, nfe, batch_size) | common
+                        record["timed"] = TIMED
+                        call = length_call(setup, spec, nfe, targets)
+                        measurements.append((length, Measurement(record, [batch], call)))
+            run_interleaved([m for _, m in measurements])
+            ar_rtfx: dict[int, float] = {}
+            results = []
+            for length, measurement in measurements:
+                result = measurement.result()
+                out = measurement.outputs[0]
+                size = "max_len" if result["sampler"] == "ar_greedy" else "canvas_length"
+                result[size] = int(out.tokens.shape[1])
+                result["mean_output_tokens"] = float(np.mean([len(row) for row in out.ids]))
+                if result["sampler"] == "ar_greedy":
+                    ar_rtfx[length] = result["rtfx"]
+                results.append((length, result))
+            for length, result in results:
+                if result["sampler"] != "ar_greedy" and ar_rtfx.get(length):
+                    result["rtfx_over_ar"] = result["rtfx"] / ar_rtfx[length]
+                emit(result)
+
+
 def canonical(specs: Sequence[str]) -> list[str]:
     """Spec strings as given, with bare names expanded to the defaults (pbeb -> pbeb(...))."""
     from mdm_asr_jax.diffusion.samplers import SamplerSpecError, parse_sampler
@@ -539,6 +710,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--nfes must hold positive integers")
     if FLAGS.batch_size < 1:
         raise app.UsageError("--batch_size must be >= 1")
+    if FLAGS.shapes:
+        if FLAGS.checkpoint is not None or FLAGS.model_size is not None:
+            raise app.UsageError("--shapes replaces --checkpoint / --model_size; give one of them")
+        run_lengths(canonical(FLAGS.length_samplers), nfes)
+        return
     specs = canonical(FLAGS.samplers)
     overhead_specs = canonical(FLAGS.overhead_samplers or FLAGS.samplers)
     canvas_specs = canonical(FLAGS.canvas_samplers)

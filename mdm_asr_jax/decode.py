@@ -17,11 +17,17 @@ CTC output, which has none). Padding examples (`example_mask` False) get an empt
 cost no step. Each row's random key is `fold_in(key, batch["index"][row])`, so a row decodes
 the same whatever batch it lands in.
 
+Precision: `decode(..., dtype="bfloat16")` (or `with_decoding_dtype` / `checkpoint_with_dtype`
+once, as eval and transcribe do) runs weights and activations in bfloat16; attention softmax and
+layer norms (nn/layers.py), AR log-probabilities and the samplers' confidence and entropy stay
+float32.
+
 Legend: B batch, T frames, M mel bins, S encoder frames, L canvas / output tokens, K beams.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -36,6 +42,7 @@ from mdm_asr_jax.diffusion import samplers
 from mdm_asr_jax.text import Tokenizer
 
 Array = jax.Array
+NEG_LOGIT = -1e9  # the logit of an id the length forcing rules out
 FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
 
 
@@ -59,6 +66,64 @@ def _variables(params: Any) -> dict[str, Any]:
     else:
         variables = {"params": params}
     return nn.meta.unbox(variables)
+
+
+DECODING_DTYPES = ("float32", "bfloat16")
+
+
+def _check_dtype(dtype: Any) -> str:
+    name = jnp.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DECODING_DTYPES:
+        raise ValueError(f"decoding dtype {dtype!r}: choose one of {DECODING_DTYPES}")
+    return name
+
+
+def cast_params(params: Any, dtype: str) -> Any:
+    """Every floating leaf of the parameters in `dtype` (a {"params": ...} dict: that part only,
+    so e.g. batch statistics keep their precision); integer leaves unchanged."""
+    target = jnp.dtype(_check_dtype(dtype))
+    if isinstance(params, Mapping) and "params" in params:
+        return {**params, "params": cast_params(params["params"], dtype)}
+
+    def cast(leaf: Any) -> Any:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.dtype == target:
+            return leaf
+        return leaf.astype(target)  # numpy leaves cast through ml_dtypes, jax leaves on device
+
+    return jax.tree.map(cast, nn.meta.unbox(params))
+
+
+def with_decoding_dtype(model_config: Any, params: Any, dtype: str) -> tuple[Any, Any]:
+    """(model config computing in `dtype`, parameters cast to `dtype`): bf16 decoding.
+
+    Weights and activations in `dtype`; softmax, layer norms, log-probabilities, confidence and
+    entropy stay float32 (the layers and samplers compute them so). Cast once, decode many.
+    """
+    dtype = _check_dtype(dtype)
+    return dataclasses.replace(model_config, dtype=dtype), cast_params(params, dtype)
+
+
+def checkpoint_with_dtype(checkpoint: Any, dtype: str) -> Any:
+    """A loaded checkpoint (`model_config`, `params` fields) that decodes in `dtype`; the config's
+    `dtype` then says so wherever it is reported (e.g. the eval JSON)."""
+    if _check_dtype(dtype) == checkpoint.model_config.dtype:
+        return checkpoint
+    model_config, params = with_decoding_dtype(checkpoint.model_config, checkpoint.params, dtype)
+    return checkpoint._replace(model_config=model_config, params=params)
+
+
+_CAST_CACHE: dict[str, tuple[Any, Any]] = {}  # dtype -> (the params given, their cast)
+
+
+def _params_in(params: Any, dtype: str) -> Any:
+    """`cast_params`, remembering the last tree per dtype so repeated decode() calls with the
+    same parameters cast them once (the reference to the given tree keeps its id valid)."""
+    cached = _CAST_CACHE.get(dtype)
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    cast = cast_params(params, dtype)
+    _CAST_CACHE[dtype] = (params, cast)
+    return cast
 
 
 def _forbidden(config: Any, extra: Sequence[int], family: str) -> tuple[int, ...]:
@@ -89,9 +154,11 @@ def _compiled(
     record: bool,
     fixed_steps: bool,
     begin_forbidden: tuple[int, ...] = (),
+    forced_lengths: bool = False,
 ) -> Any:
     """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
     config = model.config
+    eos_id = config.eos_id
 
     def encode(variables, features, feature_mask):
         return model.apply(variables, features, feature_mask, method=model.encode)
@@ -101,7 +168,14 @@ def _compiled(
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
         def logits_fn(canvas):  # [B,L] -> [B,L,V]
-            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+            logits = model.apply(
+                variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits
+            )
+            if forced_lengths:  # EOS never wins inside a row's target length
+                inside = jnp.arange(canvas.shape[1])[None, :] < row_lengths[:, None]  # [B,L]
+                eos = jnp.where(inside, jnp.asarray(NEG_LOGIT, logits.dtype), logits[..., eos_id])
+                logits = logits.at[..., eos_id].set(eos)
+            return logits
 
         out = samplers.mdm_sample(
             logits_fn,
@@ -120,7 +194,7 @@ def _compiled(
         return out.tokens, out.nfe_used, out.trajectory
 
     def run_ar(variables, features, feature_mask, row_keys, row_lengths):
-        del row_keys, row_lengths  # AR decoding is deterministic and runs to EOS
+        del row_keys  # AR decoding is deterministic and runs to EOS
         encoded, enc_mask = encode(variables, features, feature_mask)
         batch = features.shape[0]
         beams = sampler.size if sampler.name == "ar_beam" else 1
@@ -133,9 +207,18 @@ def _compiled(
         )
 
         def step_fn(tokens, position, cache):
-            return model.apply(
+            logits, cache = model.apply(
                 variables, tokens, position, cache, cross_kv, enc_mask, method=model.ar_step
             )
+            if forced_lengths:  # row b: EOS blocked before output row_lengths[b], then forced
+                # The last logits predict output index position + (tokens fed) - prompt.
+                index = position + tokens.shape[1] - len(config.prompt_ids)
+                before = jnp.repeat(index < row_lengths, beams)[:, None]  # [B*K, 1]
+                is_eos = jnp.arange(logits.shape[-1]) == eos_id  # [V]
+                blocked = jnp.where(before, is_eos[None, :], ~is_eos[None, :])  # [B*K, V]
+                last = jnp.where(blocked, jnp.asarray(NEG_LOGIT, logits.dtype), logits[:, -1])
+                logits = logits.at[:, -1].set(last)
+            return logits, cache
 
         common = dict(
             prompt_ids=config.prompt_ids,
@@ -196,6 +279,8 @@ def decode(
     record: bool = False,
     fixed_steps: bool = False,
     begin_forbidden_ids: Sequence[int] = (),
+    target_lengths: Sequence[int] | np.ndarray | None = None,
+    dtype: str | None = None,
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -218,10 +303,23 @@ def decode(
       tokenizer: if given, `texts` holds tokenizer.decode(ids) per row.
       record: MDM only: return the per-step trajectory.
       fixed_steps: MDM only: always run `nfe` steps (no early exit), for benchmarks.
+      target_lengths: [B] ints, for benchmarks at real transcript lengths with random weights:
+        every row outputs exactly this many tokens. AR: EOS is ruled out before output index
+        target and forced at it (the loop then stops as it would at a real EOS). MDM: the canvas
+        is the smallest of `canvas_buckets` holding max(target) + 1 (capped at the canvas
+        length), each row's positions from its target on are EOS from the start (as with
+        `adaptive_canvas`), and EOS is ruled out before them. CTC: not supported.
+      dtype: "bfloat16" or "float32": decode with weights and activations in this dtype (see the
+        module docstring); None = the model's. The cast parameters are remembered for the next
+        call with the same `params` object; to decode many batches, cast once with
+        `with_decoding_dtype` instead.
     Returns:
       DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
     """
     sampler = samplers.parse_sampler(spec)
+    if dtype is not None and _check_dtype(dtype) != model.config.dtype:
+        model = type(model)(dataclasses.replace(model.config, dtype=_check_dtype(dtype)))
+        params = _params_in(params, _check_dtype(dtype))
     config = model.config
     _check_heads(config, sampler)
     features = batch["features"]
@@ -232,6 +330,23 @@ def decode(
     forbidden = _forbidden(config, forbidden_ids, sampler.family)
     row_lengths = None
     length = 0
+    targets = None
+    if target_lengths is not None:
+        targets = np.asarray(target_lengths)
+        if sampler.family == "ctc":
+            raise ValueError("target_lengths applies to MDM and AR samplers, not CTC")
+        if adaptive_canvas:
+            raise ValueError("give target_lengths or adaptive_canvas, not both")
+        if (
+            targets.shape != (batch_size,)
+            or not np.issubdtype(targets.dtype, np.integer)
+            or (targets.size and targets.min() < 0)
+        ):
+            raise ValueError(
+                f"target_lengths must be [B] = [{batch_size}] non-negative ints, got "
+                f"{targets.dtype} {targets.shape}"
+            )
+        targets = np.where(example_mask, targets, 0).astype(np.int32)
     if sampler.family == "mdm":
         if nfe is None or int(nfe) < 1:
             raise ValueError(f"sampler {sampler.spec!r} needs nfe >= 1, got {nfe!r}")
@@ -243,6 +358,14 @@ def decode(
                 f"{config.mdm_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
             )
         per_row = np.full((batch_size,), length, np.int32)
+        if targets is not None:
+            if targets.max(initial=0) > length:
+                raise ValueError(
+                    f"target_lengths up to {targets.max()} do not fit the canvas of {length}"
+                )
+            need = int(targets.max(initial=0)) + 1  # the transcript and its EOS
+            length = min([b for b in canvas_buckets if need <= b <= length] or [length])
+            per_row = targets
         if adaptive_canvas:
             if "seconds" in batch:
                 seconds = np.asarray(batch["seconds"], np.float64)
@@ -266,6 +389,10 @@ def decode(
                 f"max_len={length} does not fit the AR decoder (max_length "
                 f"{config.ar_decoder.max_length} minus {prompt_len} prompt tokens = {limit})"
             )
+        if targets is not None:
+            if targets.max(initial=0) > length:
+                raise ValueError(f"target_lengths up to {targets.max()} exceed max_len={length}")
+            row_lengths = jnp.asarray(targets, jnp.int32)
         nfe = 0
     else:
         nfe = 0
@@ -273,7 +400,17 @@ def decode(
         raise ValueError("record and fixed_steps apply to MDM samplers only")
 
     begin = tuple(sorted({int(i) for i in begin_forbidden_ids})) if sampler.family == "ar" else ()
-    run = _compiled(model, sampler, nfe, length, forbidden, bool(record), bool(fixed_steps), begin)
+    run = _compiled(
+        model,
+        sampler,
+        nfe,
+        length,
+        forbidden,
+        bool(record),
+        bool(fixed_steps),
+        begin,
+        targets is not None,
+    )
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:
         row_lengths = jnp.zeros((batch_size,), jnp.int32)

@@ -122,6 +122,29 @@ def test_padding_a_batch_row_does_not_change_its_valid_frames(utterances, kind):
     assert np.all(batched[1, num_frames:] == 0.0)
 
 
+@pytest.mark.parametrize("kind, num_mels", [("whisper", 80), ("whisper", 128), ("nemo", 80)])
+def test_host_log_mel_equals_the_float64_reference_to_1e4(utterances, kind, num_mels):
+    # Lengths around the reflect-padding edge (200 samples) and past one frame block (> 256
+    # frames); the FSDD recording (8 kHz upsampled: empty upper bins) and a chirp.
+    config = audio.FeatureConfig(kind=kind, num_mels=num_mels)
+    rng = np.random.default_rng(7)
+    signals = list(utterances) + [_chirp(48000, seed=8)]
+    signals += [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (1, 2, 150, 201, 401)]
+    for signal in signals:
+        fast = audio.log_mel_numpy(signal, config)
+        reference = audio.log_mel_reference(signal, config)
+        assert fast.dtype == np.float32 and fast.shape == reference.shape
+        np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=0)
+
+
+def test_host_nemo_dither_draws_the_same_noise_as_the_reference():
+    config = audio.FeatureConfig(kind="nemo", dither=1e-3)
+    signal = _chirp(8000, seed=9)
+    fast = audio.log_mel_numpy(signal, config, rng=np.random.default_rng(3))
+    reference = audio.log_mel_reference(signal, config, rng=np.random.default_rng(3))
+    np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["whisper", "nemo"])
 def test_num_frames_matches_feature_length(kind):
     config = audio.FeatureConfig(kind=kind)

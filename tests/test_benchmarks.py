@@ -176,3 +176,59 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     assert got == want
     assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
     assert "| mdm | pbeb NFE 4 |" in result.stderr
+
+
+def test_input_pipeline_prints_the_feature_over_decode_ratios(tmp_path):
+    from train_fixtures import write_corpus
+
+    manifest = write_corpus(tmp_path / "corpus", count=8)
+    result = run_benchmark(
+        "input_pipeline.py",
+        f"--manifest={manifest}",
+        "--workers=0",
+        "--utterances=4",
+        "--rounds=1",
+        "--batch_size=2",
+        "--batches=2",
+        "--chunk=1",
+        "--warmup=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single, pipeline = json_lines(result.stdout)
+    assert single["stage"] == "single_thread" and pipeline["stage"] == "pipeline"
+    for record in (single, pipeline):
+        assert record["device"].startswith("host ") and record["host_features_dtype"] == "float32"
+        assert record["timed"]
+    assert single["log_mel_over_decode"] > 0 and single["log_mel_speedup_over_reference"] > 0
+    assert pipeline["features_over_audio"] > 0 and pipeline["batches_each"] == 2
+
+
+def test_decode_speed_lengths_rejects_an_unknown_shape_before_any_work():
+    result = run_benchmark("decode_speed.py", "--shapes=whisper_tiny,canary_2b")
+    assert result.returncode != 0
+    assert "canary_2b" in result.stderr and "canary_180m" in result.stderr
+
+
+@pytest.mark.slow
+def test_decode_speed_lengths_forces_every_decoder_to_the_target_length():
+    result = run_benchmark(
+        "decode_speed.py",
+        "--shapes=whisper_tiny",
+        "--lengths=3,5",
+        "--nfes=2",
+        "--batch_size=1",
+        "--repeats=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    got = sorted((r["sampler"], r["target_length"]) for r in records)
+    assert got == [("ar_greedy", 3), ("ar_greedy", 5), ("pbeb(lam=0.2,gamma=0.05)", 3),
+                   ("pbeb(lam=0.2,gamma=0.05)", 5)]  # fmt: skip
+    for record in records:
+        assert DECODE_KEYS <= set(record) and record["part"] == "lengths"
+        assert record["mean_output_tokens"] == record["target_length"]
+        assert record["audio_seconds"] == pytest.approx(record["target_length"] / 3.0, abs=0.01)
+        if record["sampler"] == "ar_greedy":
+            assert record["mean_nfe"] == record["target_length"] + 1
+        else:
+            assert record["canvas_length"] == 16 and record["rtfx_over_ar"] > 0

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mdm_asr_jax.audio import FeatureConfig, load_audio, log_mel_numpy
+from mdm_asr_jax.audio import FeatureConfig, load_audio, log_mel_numpy, log_mel_reference
 from mdm_asr_jax.data import synth
 from mdm_asr_jax.data.manifest import ManifestError, read_manifest
 from mdm_asr_jax.data.pipeline import DataConfig, DataConfigError, make_pipeline
@@ -212,6 +212,8 @@ def test_batch_holds_the_utterance_features_and_tokens(corpus):
     frames = int(batch["feature_mask"][slot].sum())
     assert frames == want.shape[0]
     np.testing.assert_allclose(batch["features"][slot, :frames], want, atol=1e-5)
+    reference = log_mel_reference(audio, FEATURES)  # float64: the host path agrees to 1e-4
+    np.testing.assert_allclose(batch["features"][slot, :frames], reference, atol=1e-4, rtol=0)
     assert np.all(batch["features"][slot, frames:] == 0)
     ids = CharTokenizer().encode(record["text"])
     assert batch["token_lengths"][slot] == len(ids)

@@ -123,6 +123,35 @@ def test_decode_compiles_once_per_spec_and_shape(params):
     assert run._cache_size() == compiled
 
 
+@pytest.mark.parametrize("spec", ["pbeb", "ar_greedy"])
+def test_target_lengths_make_a_random_model_emit_exactly_that_many_tokens(params, spec):
+    targets = np.array([5, 9], np.int32)
+    out = dec.decode(
+        MODEL, params, BATCH, spec, 4, jax.random.key(0), target_lengths=targets,
+        canvas_buckets=(8, 12),
+    )  # fmt: skip
+    assert [len(row) for row in out.ids] == targets.tolist()
+    for row in out.ids:
+        assert not FORBIDDEN & set(row) and CONFIG.eos_id not in row
+    if spec == "ar_greedy":
+        assert out.nfe_used.tolist() == (targets + 1).tolist()  # the tokens and the forced EOS
+    else:
+        assert out.tokens.shape == (2, 12)  # the smallest bucket holding 9 tokens + EOS
+        assert np.all(out.tokens[0, 5:] == CONFIG.eos_id)
+        assert np.all((out.nfe_used >= 1) & (out.nfe_used <= 4))
+
+
+def test_target_lengths_are_checked_against_the_decoder(params):
+    with pytest.raises(ValueError, match="exceed max_len"):
+        dec.decode(MODEL, params, BATCH, "ar_greedy", target_lengths=[3, 40])
+    with pytest.raises(ValueError, match="do not fit the canvas"):
+        dec.decode(MODEL, params, BATCH, "pbeb", 4, target_lengths=[3, 40])
+    with pytest.raises(ValueError, match="not CTC"):
+        dec.decode(MODEL, params, BATCH, "ctc_greedy", target_lengths=[3, 4])
+    with pytest.raises(ValueError, match=r"\[B\] = \[2\]"):
+        dec.decode(MODEL, params, BATCH, "ar_greedy", target_lengths=[3])
+
+
 @pytest.mark.slow
 def test_adaptive_canvas_uses_a_bucket_and_per_row_lengths(params):
     batch = dict(BATCH, seconds=np.array([0.25, 0.45], np.float32))
@@ -243,3 +272,53 @@ def test_a_rule_registered_outside_the_module_decodes_through_decode(params, lef
         before = traj.canvas[step]
     assert all(len(ids) <= length for ids in out.ids)
     assert not set(np.asarray(out.tokens).ravel()) & {CONFIG.mask_id}
+
+
+# --- bfloat16 decoding -------------------------------------------------------------------------
+
+
+def test_with_decoding_dtype_casts_every_float_weight_and_the_compute_dtype(params):
+    config, cast = dec.with_decoding_dtype(CONFIG, params, "bfloat16")
+    assert config.dtype == "bfloat16" and config.param_dtype == CONFIG.param_dtype
+    assert {leaf.dtype for leaf in jax.tree.leaves(cast)} == {jnp.dtype(jnp.bfloat16)}
+    with pytest.raises(ValueError, match="float32"):
+        dec.with_decoding_dtype(CONFIG, params, "float16")
+
+
+@pytest.mark.parametrize("spec", ["pbeb", "ar_greedy"])
+def test_bfloat16_decode_returns_valid_tokens_of_the_float32_shapes(params, spec):
+    full = dec.decode(MODEL, params, BATCH, spec, 4, jax.random.key(0))
+    half = dec.decode(MODEL, params, BATCH, spec, 4, jax.random.key(0), dtype="bfloat16")
+    assert half.tokens.shape == full.tokens.shape and half.tokens.dtype == np.int32
+    assert half.nfe_used.shape == (2,) and np.all(half.nfe_used >= 1)
+    for row in half.ids:
+        assert all(0 <= t < CONFIG.vocab_size for t in row)
+        assert not FORBIDDEN & set(row) and CONFIG.eos_id not in row
+
+
+def _mdm_logits(model, variables, batch):
+    encoded, enc_mask = model.apply(
+        variables, batch["features"], batch["feature_mask"], method=model.encode
+    )
+    cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
+    length = model.config.mdm_decoder.max_length - len(model.config.prompt_ids)
+    canvas = jnp.full((batch["features"].shape[0], length), model.config.mask_id, jnp.int32)
+    logits = model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits)
+    return np.asarray(logits, np.float32)  # [B,L,V]
+
+
+def test_bfloat16_agrees_with_float32_decisions_where_margins_are_large(params):
+    # The first MDM step's decisions on a fixed random model: bfloat16 keeps ~3 significant
+    # digits, so wherever the float32 top-2 margin exceeds 5 % of the logit scale the argmax
+    # (the token a sampler commits) must be the same.
+    config16, params16 = dec.with_decoding_dtype(CONFIG, params, "bfloat16")
+    full = _mdm_logits(MODEL, {"params": params}, BATCH)
+    half = _mdm_logits(ASRModel(config16), {"params": params16}, BATCH)
+    allowed = np.setdiff1d(np.arange(CONFIG.vocab_size), sorted(FORBIDDEN))
+    full, half = full[..., allowed], half[..., allowed]
+    top2 = np.sort(full, axis=-1)[..., -2:]
+    margin = top2[..., 1] - top2[..., 0]  # [B,L]
+    wide = margin > 0.05 * np.abs(full).max()
+    assert wide.sum() >= 8  # the property is checked on real positions
+    np.testing.assert_array_equal(full.argmax(-1)[wide], half.argmax(-1)[wide])
+    assert np.abs(full - half).max() < 0.05 * np.abs(full).max()  # activations stayed sane

@@ -304,6 +304,22 @@ def test_eval_cli_writes_the_contract_json_for_a_sweep(checkpoint_dir, manifest,
     assert {"audio", "ref", "hyp"} <= set(rows[0]) and rows[0]["ref"] == "zero"
 
 
+def test_eval_cli_dtype_flag_decodes_in_bfloat16_and_reports_it(checkpoint_dir, manifest, tmp_path):
+
+    output = tmp_path / "out.jsonl"
+    argv = [
+        f"--checkpoint={checkpoint_dir}",
+        f"--manifest={manifest}",
+        "--sampler=ctc_greedy",
+        "--batch_size=4",
+        "--dtype=bfloat16",
+        f"--output={output}",
+    ]
+    _run_cli(argv)
+    (result,) = [json.loads(x) for x in output.read_text().splitlines()]
+    assert result["dtype"] == "bfloat16" and result["n"] == 6
+
+
 def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"])

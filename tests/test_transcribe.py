@@ -123,6 +123,33 @@ def test_transcribe_cli_writes_one_line_per_file(checkpoint, tmp_path, capsys):
     assert "RTFx" in capsys.readouterr().err
 
 
+def test_transcribe_cli_dtype_flag_decodes_in_bfloat16(checkpoint, tmp_path, monkeypatch):
+    import jax
+
+    from mdm_asr_jax.cli import transcribe as cli
+
+    audio = tmp_path / "a.wav"
+    write_wav(audio, _bursts([], 0.5))
+    stand_in = make_stand_in({i: checkpoint.tokenizer.encode(DIGITS[i]) for i in range(10)}, 3)
+    seen = []
+
+    def decode(model, params, *args, **kwargs):
+        seen.append((model.config.dtype, {str(x.dtype) for x in jax.tree.leaves(params)}))
+        return stand_in(model, params, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "default_decode_fn", lambda: decode)
+    cli.FLAGS.unparse_flags()
+    cli.FLAGS(
+        ["mdm-asr-transcribe", f"--checkpoint={checkpoint.path}", "--sampler=ctc_greedy",
+         "--dtype=bfloat16", f"--output={tmp_path / 'out.txt'}"]
+    )  # fmt: skip
+    try:
+        cli.main(["mdm-asr-transcribe", str(audio)])
+    finally:
+        cli.FLAGS.unparse_flags()
+    assert seen == [("bfloat16", {"bfloat16"})]
+
+
 def test_no_sliver_is_left_as_the_last_piece():
     audio = _bursts([], 10.05)
     pieces = tr.split_points(audio, RATE, window_seconds=10.0, search_seconds=3.0)

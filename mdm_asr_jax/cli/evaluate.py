@@ -68,6 +68,14 @@ flags.DEFINE_bool(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "dtype",
+    None,
+    ["float32", "bfloat16"],
+    "Decode with weights and activations in this dtype (softmax, confidence and entropy stay "
+    "float32); reported as the result's dtype. Default: the checkpoint's.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "output", None, "Write the result JSON lines here (one per sampler x NFE).", flag_values=FLAGS
 )
@@ -140,7 +148,8 @@ def run_from_flags() -> list[dict[str, Any]]:
     """Runs the evaluation the parsed flags describe; returns the result dicts."""
     import jax
 
-    from mdm_asr_jax.eval.evaluate import EvalError, evaluate_sweep
+    from mdm_asr_jax.decode import checkpoint_with_dtype
+    from mdm_asr_jax.eval.evaluate import EvalError, as_checkpoint, evaluate_sweep
 
     if FLAGS.multihost:
         jax.distributed.initialize()
@@ -170,8 +179,11 @@ def run_from_flags() -> list[dict[str, Any]]:
         dataset = FLAGS.dataset
         if dataset is not None and dataset.startswith("tfds:"):
             dataset = dataset[len("tfds:") :]
+        checkpoint = FLAGS.checkpoint
+        if FLAGS.dtype is not None:
+            checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
         return evaluate_sweep(
-            FLAGS.checkpoint,
+            checkpoint,
             manifest=FLAGS.manifest,
             dataset=dataset,
             samplers=split_specs(FLAGS.sampler or []),

@@ -59,6 +59,14 @@ flags.DEFINE_bool(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("seed", 0, "Seed for samplers that draw random numbers.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "dtype",
+    None,
+    ["float32", "bfloat16"],
+    "Decode with weights and activations in this dtype (softmax, confidence and entropy stay "
+    "float32). Default: the checkpoint's.",
+    flag_values=FLAGS,
+)
 
 
 def run_from_flags(inputs: Sequence[str]) -> int:
@@ -75,8 +83,14 @@ def run_from_flags(inputs: Sequence[str]) -> int:
             "--checkpoint is required: a checkpoint directory or training workdir"
         )
     paths = collect_inputs(inputs)
+    checkpoint = FLAGS.checkpoint
+    if FLAGS.dtype is not None:
+        from mdm_asr_jax.decode import checkpoint_with_dtype
+        from mdm_asr_jax.eval.evaluate import as_checkpoint
+
+        checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
     transcriber = Transcriber(
-        FLAGS.checkpoint,
+        checkpoint,
         sampler=FLAGS.sampler,
         nfe=FLAGS.nfe,
         batch_size=FLAGS.batch_size,

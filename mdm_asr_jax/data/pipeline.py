@@ -17,8 +17,8 @@ Steps (`make_pipeline`):
    (`process_index`, `process_count`): disjoint shards, the same bucket shape at each step on
    every host.
 3. **Load (grain workers).** For each utterance in the slice: decode, mono, 16 kHz, log-mel
-   (numpy, `audio.log_mel_numpy`), pad into the bucket. Audio that cannot be decoded leaves its
-   slot empty (`example_mask` False, also in training: weight losses by `example_mask`) and is
+   (host numpy, `audio.log_mel_numpy`), pad into the bucket. Audio that cannot be decoded leaves
+   its slot empty (`example_mask` False, also in training: weight losses by `example_mask`) and is
    reported with its manifest line by the main process.
 
 Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L tokens):
@@ -26,14 +26,13 @@ Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L token
   tokens [B, L] int32 (no BOS/EOS, pad_id after the transcript), token_lengths [B] int32,
   example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad).
 
-Where log-mel is computed (`DataConfig.output`): host log-mel costs far more than decoding the
-audio, so it can starve an accelerator (`benchmarks/input_pipeline.py` measures both; numbers in
-docs/performance.md). So:
-- `output="features"` (default, the batch contract above): workers compute numpy log-mel. Simple
-  and device-agnostic; fine for small models and for hosts with many cores, and features are
-  half the bytes of float32 audio.
-- `output="audio"`: workers only decode (far less host work per utterance); batches carry
-  `audio` [B, N] float32 and `audio_lengths` [B] instead of `features`, and the jitted step calls
+Where log-mel is computed (`DataConfig.output`): host log-mel (`audio.log_mel_numpy`, float32 for
+whisper features) costs more than decoding the audio, so it can starve an accelerator
+(`benchmarks/input_pipeline.py` measures both side by side; numbers in docs/performance.md). So:
+- `output="features"` (default, the batch contract above): workers compute log-mel on the host.
+  Simple and device-agnostic, and features are half the bytes of float32 audio.
+- `output="audio"`: workers only decode; batches carry `audio` [B, N] float32 and
+  `audio_lengths` [B] instead of `features`, and the jitted step calls
   `device_features(batch, feature_config)` (a no-op for feature batches) to get the contract
   back. Use it when the host CPUs cannot keep up with the accelerator.
 """
