@@ -16,10 +16,16 @@ Expected result: the run ends with one JSON line per decoder on the held-out tes
 per utterance, AR greedy 3.82 % with 6.3 (README "Results").
 """
 
-from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = ""):
+    args = parse_arg(arg, name=__file__, runlocal=False)
     c = base_config()
     c.recipe = "demo"
     c.recipe_options.num_train = 3000
@@ -56,8 +62,6 @@ def get_config(arg: str = ""):
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
-    if arg == "runlocal":
-        shrink_for_local_run(c)
-    elif arg:
-        raise ValueError(f"configs/demo.py takes '' or 'runlocal', got {arg!r}")
+    if args.runlocal:
+        runlocal(c)
     return c

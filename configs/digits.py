@@ -14,17 +14,19 @@ Arguments (comma separated key=value): speaker=george|jackson|lucas|nicolas|ywew
 runlocal (a ~2 minute smoke run).
 """
 
-from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = ""):
-    args = dict(a.split("=", 1) if "=" in a else (a, "1") for a in arg.split(",") if a)
-    unknown = set(args) - {"speaker", "runlocal"}
-    if unknown:
-        raise ValueError(f"configs/digits.py: unknown arguments {sorted(unknown)}")
+    args = parse_arg(arg, name=__file__, speaker="george", runlocal=False)
     c = base_config()
     c.recipe = "digits"
-    c.recipe_options.test_speaker = args.get("speaker", "george")
+    c.recipe_options.test_speaker = args.speaker
     c.recipe_options.num_train = 3000
     c.recipe_options.num_dev = 100
     c.recipe_options.num_test = 300
@@ -50,6 +52,6 @@ def get_config(arg: str = ""):
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
-    if "runlocal" in args:
-        shrink_for_local_run(c)
+    if args.runlocal:
+        runlocal(c)
     return c

@@ -162,20 +162,3 @@ def base_config() -> ml_collections.ConfigDict:
     )
     return c
 
-
-def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The `runlocal` variant of a recipe config: a few utterances, test-size model, 4 steps
-    (a smoke run of every stage in a couple of minutes on a laptop CPU)."""
-    c.recipe_options.num_train = 64
-    c.recipe_options.num_dev = 8
-    c.recipe_options.num_test = 8
-    c.data.batch_size = 8
-    c.data.eval_batch_size = 8
-    c.model.encoder_size = "test"
-    c.model.decoder_size = "test"
-    c.train.num_steps = 4
-    c.train.log_every = 2
-    c.train.eval_every = 4
-    c.train.checkpoint_every = 2
-    c.optim.warmup_steps = 2
-    return c
