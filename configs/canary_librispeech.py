@@ -45,6 +45,7 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
 from configs.common import parse_arg  # noqa: E402
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
@@ -114,11 +115,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh.shape = (-1, 8 if variant == "1b" else 1, 1)
     c.mesh.multihost = True
 
-    c.eval.sampler = "pbeb(lam=0.2,gamma=0.05)"
-    c.eval.nfe = 32
+    c.eval.sampler = PAPER_SAMPLER
+    c.eval.nfe = DEFAULT_NFE
     c.eval.normalizer = "english"
     c.eval.max_utterances = 0
-    c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)",)
+    c.eval.final_samplers = (PAPER_SAMPLER,)
 
     if runlocal:
         c.recipe = "digits"

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdm_asr_jax import ar, ctc
+from mdm_asr_jax.audio import FRAME_SECONDS
 from mdm_asr_jax.diffusion import samplers
 from mdm_asr_jax.text import Tokenizer
 
 Array = jax.Array
-FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
 
 
 class DecodeOutput(NamedTuple):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -153,12 +155,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict(
         dict(
-            sampler="pbeb(lam=0.2,gamma=0.05)",
-            nfe=32,
+            sampler=PAPER_SAMPLER,
+            nfe=DEFAULT_NFE,
             normalizer="english",
             max_utterances=0,  # 0 = the whole dev set
-            final_samplers=("pbeb(lam=0.2,gamma=0.05)",),  # evaluated on the test set at the end
+            final_samplers=(PAPER_SAMPLER,),  # evaluated on the test set at the end
         )
     )
     return c
-
