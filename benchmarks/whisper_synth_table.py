@@ -28,6 +28,8 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mdm", None, "Workdir of the configs/whisper_synth.py:mdm run.", required=True)
 flags.DEFINE_string("ar", None, "Workdir of the configs/whisper_synth.py:ar run.", required=True)
@@ -35,7 +37,7 @@ flags.DEFINE_string(
     "zero_shot", "", "Converted Whisper checkpoint ('' = MDM_WORKDIR/base_whisper_tiny_en)."
 )
 flags.DEFINE_list("nfes", ["4", "8", "16", "32"], "NFE caps for the MDM sampler.")
-flags.DEFINE_string("sampler", "pbeb(lam=0.2,gamma=0.05)", "MDM sampler spec.")
+flags.DEFINE_string("sampler", PAPER_SAMPLER, "MDM sampler spec.")
 flags.DEFINE_integer("batch_size", 16, "Eval batch size (the same for every model).")
 flags.DEFINE_integer("max_utterances", 0, "Per test set; 0 = all.")
 flags.DEFINE_bool("markdown", False, "Also print a markdown table on stderr.")

@@ -38,32 +38,24 @@ settings come from the converted checkpoint (`model.base_checkpoint`), not from 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import ml_collections
 
-from mdm_asr_jax.train.defaults import base_config
-
-
-def _parse(arg: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in arg.split(","))):
-        key, _, value = item.partition("=")
-        out[key] = value if value else "1"
-    unknown = set(out) - {"ckpt", "variant", "runlocal"}
-    if unknown:
-        raise ValueError(
-            f"configs/canary_librispeech.py: unknown argument(s) {sorted(unknown)}; "
-            "use ckpt=DIR, variant=1b|180m, runlocal"
-        )
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg  # noqa: E402
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = _parse(arg)
-    variant = args.get("variant", "1b")
+    args = parse_arg(arg, name=__file__, ckpt="", variant="1b", runlocal=False)
+    variant = args.variant
     if variant not in ("1b", "180m"):
         raise ValueError(f"variant={variant!r}; choose 1b or 180m")
-    runlocal = "runlocal" in args
-    if not args.get("ckpt"):
+    runlocal = args.runlocal
+    if not args.ckpt:
         raise ValueError(
             "configs/canary_librispeech.py needs ckpt=DIR (a checkpoint written by "
             "`mdm-asr-convert nemo`), e.g. --config=configs/canary_librispeech.py:ckpt=/data/canary"
@@ -73,9 +65,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.seed = 0
     # Architecture, tokenizer, prompt and features from the converted Canary checkpoint; the
     # weights too (its "ar_decoder" initialises our bidirectional "mdm_decoder").
-    c.model.base_checkpoint = args.get("ckpt", "")
+    c.model.base_checkpoint = args.ckpt
     c.model.encoder_kind = "fastconformer"
-    c.model.init_from = args.get("ckpt", "")
+    c.model.init_from = args.ckpt
     c.model.init_map = (("encoder", "encoder"), ("mdm_decoder", "ar_decoder"))
     c.model.mdm = True
     c.model.ar = False
@@ -123,11 +115,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh.shape = (-1, 8 if variant == "1b" else 1, 1)
     c.mesh.multihost = True
 
-    c.eval.sampler = "pbeb(lam=0.2,gamma=0.05)"
-    c.eval.nfe = 32
+    c.eval.sampler = PAPER_SAMPLER
+    c.eval.nfe = DEFAULT_NFE
     c.eval.normalizer = "english"
     c.eval.max_utterances = 0
-    c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)",)
+    c.eval.final_samplers = (PAPER_SAMPLER,)
 
     if runlocal:
         c.recipe = "digits"

@@ -16,16 +16,16 @@ Expected result: the run ends with one JSON line per decoder on the held-out tes
 per utterance, AR greedy 3.82 % with 6.3 (docs/results.md).
 """
 
-from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = ""):
-    args = dict(a.split("=", 1) if "=" in a else (a, "") for a in arg.split(",") if a)
-    unknown = set(args) - {"runlocal", "ar", "from_ar"}
-    if unknown:
-        raise ValueError(
-            f"configs/demo.py takes runlocal, ar, from_ar=WORKDIR (comma separated), got {arg!r}"
-        )
+    args = parse_arg(arg, name=__file__, runlocal=False, ar=False, from_ar="")
     c = base_config()
     c.recipe = "demo"
     c.recipe_options.num_train = 3000
@@ -69,19 +69,19 @@ def get_config(arg: str = ""):
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
-    if "ar" in args:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
+    if args.ar:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
         c.model.mdm = False
         c.objective.mdm_weight = 0.0
         c.eval.sampler = "ar_greedy"
         c.eval.final_samplers = ("ar_greedy",)
         c.eval.curve_samplers = ()
-    if "ar" in args or "from_ar" in args:  # the two phases as separate runs
+    if args.ar or args.from_ar:  # the two phases as separate runs
         c.objective.mdm_start_step = 0
         c.objective.mdm_from_ar = False
-    if "from_ar" in args:  # phase 2: MDM decoder initialised from phase 1's AR decoder
-        c.model.base_checkpoint = args["from_ar"]
+    if args.from_ar:  # phase 2: MDM decoder initialised from phase 1's AR decoder
+        c.model.base_checkpoint = args.from_ar
         c.objective.mdm_warmup_steps = 0
         c.optim.warmup_steps = 50
-    if "runlocal" in args:
-        shrink_for_local_run(c)
+    if args.runlocal:
+        runlocal(c)
     return c

@@ -15,17 +15,19 @@ ar (phase 1 of the paper's recipe: AR + CTC only), from_ar=WORKDIR (phase 2: the
 starts from that run's AR decoder, and its corpus is reused), runlocal (a ~2 minute smoke run).
 """
 
-from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = ""):
-    args = dict(a.split("=", 1) if "=" in a else (a, "1") for a in arg.split(",") if a)
-    unknown = set(args) - {"speaker", "runlocal", "ar", "from_ar"}
-    if unknown:
-        raise ValueError(f"configs/digits.py: unknown arguments {sorted(unknown)}")
+    args = parse_arg(arg, name=__file__, speaker="george", runlocal=False, ar=False, from_ar="")
     c = base_config()
     c.recipe = "digits"
-    c.recipe_options.test_speaker = args.get("speaker", "george")
+    c.recipe_options.test_speaker = args.speaker
     c.recipe_options.num_train = 3000
     c.recipe_options.num_dev = 100
     c.recipe_options.num_test = 300
@@ -54,16 +56,16 @@ def get_config(arg: str = ""):
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
     c.objective.mdm_warmup_steps = 300
     c.objective.tail_mask_prob = 0.2
-    if "ar" in args:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
+    if args.ar:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
         c.model.mdm = False
         c.objective.mdm_weight = 0.0
         c.eval.sampler = "ar_greedy"
         c.eval.final_samplers = ("ar_greedy",)
         c.eval.curve_samplers = ()
-    if "from_ar" in args:  # phase 2: MDM decoder initialised from phase 1's AR decoder
-        c.model.base_checkpoint = args["from_ar"]
+    if args.from_ar:  # phase 2: MDM decoder initialised from phase 1's AR decoder
+        c.model.base_checkpoint = args.from_ar
         c.objective.mdm_warmup_steps = 0
         c.optim.warmup_steps = 50
-    if "runlocal" in args:
-        shrink_for_local_run(c)
+    if args.runlocal:
+        runlocal(c)
     return c

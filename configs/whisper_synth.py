@@ -25,12 +25,18 @@ Measured WER (docs/results.md, "Whisper tiny.en fine-tuned"): held-out sentences
 decoder is far from converged (raise train.num_steps; ~1 h 45 min for 1500 steps).
 """
 
-from mdm_asr_jax.train.defaults import base_config, shrink_for_local_run
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
+from configs.common import parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
 def get_config(arg: str = "mdm"):
-    which, _, local = arg.partition(",")
-    if which not in ("mdm", "ar") or local not in ("", "runlocal"):
+    args = parse_arg(arg, name=__file__, mdm=False, ar=False, runlocal=False)
+    which, local = ("mdm" if args.mdm else "ar"), args.runlocal
+    if args.mdm == args.ar:
         raise ValueError(
             f"configs/whisper_synth.py takes 'mdm' or 'ar' (optionally ',runlocal'), got {arg!r}"
         )
@@ -77,7 +83,7 @@ def get_config(arg: str = "mdm"):
     c.eval.nfe = 16
     c.eval.normalizer = "english"
     if local:
-        shrink_for_local_run(c)
+        runlocal(c)
         c.recipe_options.fsdd_train = 8
         c.recipe_options.fsdd_test = 4
     return c

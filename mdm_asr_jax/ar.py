@@ -32,9 +32,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mdm_asr_jax.diffusion.samplers import NEG_LOGIT
+
 Array = jax.Array
 StepFn = Callable[[Array, Array, Any], tuple[Array, Any]]
-NEG_LOGIT = -1e9
 
 
 def ar_inputs_targets(

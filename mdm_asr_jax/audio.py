@@ -51,6 +51,7 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16000
+FRAME_SECONDS = 0.01  # the 10 ms hop of every log-mel flavour here (Whisper's and NeMo's)
 """The sample rate every model in this package consumes (Hz)."""
 
 FEATURE_KINDS = ("whisper", "nemo")
@@ -259,7 +260,7 @@ class FeatureConfig:
         """Frame shift in samples (10 ms)."""
         if self.kind == "whisper":
             return 160
-        return int(round(0.01 * self.sample_rate))
+        return int(round(FRAME_SECONDS * self.sample_rate))
 
     @property
     def n_fft(self) -> int:

@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdm_asr_jax import ar, ctc
+from mdm_asr_jax.audio import FRAME_SECONDS
 from mdm_asr_jax.diffusion import samplers
+from mdm_asr_jax.diffusion.samplers import NEG_LOGIT
 from mdm_asr_jax.text import Tokenizer
 
 Array = jax.Array
-NEG_LOGIT = -1e9  # the logit of an id the length forcing rules out
-FRAME_SECONDS = 0.01  # feature hop (Whisper and NeMo log-mels both use 10 ms)
 
 
 class DecodeOutput(NamedTuple):

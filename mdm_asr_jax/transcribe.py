@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
+from mdm_asr_jax.audio import FRAME_SECONDS, AudioError, load_audio, log_mel_numpy
 from mdm_asr_jax.checkpoint import LoadedCheckpoint, load_checkpoint
 from mdm_asr_jax.decode import DecodeOutput, decode
 from mdm_asr_jax.eval.metrics import CompileWatcher
@@ -110,7 +110,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 # Splitting long audio.
 
 
-def default_window_seconds(model_config: ModelConfig, frame_rate: float = 100.0) -> float:
+def default_window_seconds(
+    model_config: ModelConfig, frame_rate: float = 1.0 / FRAME_SECONDS
+) -> float:
     """The encoder kind's window (Whisper 30 s, else 20 s), never more than its positions allow."""
     window = encoder_kind(model_config.encoder).window_seconds
     limit = max_frames(model_config)
@@ -139,7 +141,7 @@ def split_points(
     window = int(window_seconds * sample_rate)
     search = max(1, min(int(search_seconds * sample_rate), window // 2))
     frame = max(1, int(energy_seconds * sample_rate))
-    hop = max(1, sample_rate // 100)
+    hop = max(1, int(FRAME_SECONDS * sample_rate))
     min_last = min(sample_rate, window // 4)  # never leave a sliver (< 1 s) as the last piece
     num = audio.shape[0]
     pieces, start = [], 0

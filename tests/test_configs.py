@@ -1,4 +1,8 @@
-"""The shipped config files load with every documented argument and are self-consistent."""
+"""The shipped config files load with every documented argument and are self-consistent.
+
+The cases are built from the listing of configs/: a config file without an entry in ARGS fails
+`test_every_config_file_has_test_arguments`, so no config goes untested.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,21 @@ import pytest
 from mdm_asr_jax.train.defaults import base_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CASES = [
-    ("demo", ""),
-    ("demo", "runlocal"),
-    ("demo", "ar"),
-    ("demo", "from_ar=ar_workdir"),
-    ("digits", ""),
-    ("digits", "speaker=jackson,runlocal"),
-    ("digits", "ar"),
-    ("digits", "from_ar=ar_workdir"),
-    ("whisper_synth", "mdm"),
-    ("whisper_synth", "ar"),
-    ("whisper_synth", "mdm,runlocal"),
-]
+SHARED = {"common"}  # configs/common.py: the argument parser and shared blocks, no get_config
+# config name -> the arguments to load it with (its documented variants; weights never read)
+ARGS = {
+    "demo": ["", "runlocal", "ar", "from_ar=ar_workdir"],
+    "digits": ["", "speaker=jackson,runlocal", "ar", "from_ar=ar_workdir"],
+    "whisper_synth": ["mdm", "ar", "mdm,runlocal"],
+    "canary_librispeech": ["ckpt=/nonexistent/canary", "ckpt=/nonexistent/tiny,runlocal",
+                           "ckpt=/nonexistent/canary_180m,variant=180m"],
+}  # fmt: skip
+NAMES = sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem not in SHARED)
+CASES = [(name, arg) for name in NAMES for arg in ARGS.get(name, [])]
+
+
+def test_every_config_file_has_test_arguments():
+    assert NAMES and set(NAMES) == set(ARGS), "add the new config's arguments to ARGS"
 
 
 def load(name: str, arg: str):
@@ -55,7 +61,22 @@ def test_whisper_synth_trains_mdm_and_ar_on_identical_data_and_budget():
     assert mdm.model.mdm and not mdm.model.ar and ar.model.ar and not ar.model.mdm
 
 
-@pytest.mark.parametrize("name,arg", [("demo", "bogus"), ("whisper_synth", "ctc")])
+@pytest.mark.parametrize(
+    "name,arg",
+    [("demo", "bogus"), ("whisper_synth", "ctc"), ("digits", "speaker"),
+     ("canary_librispeech", "ckpt=x,variant=3b"), ("canary_librispeech", "runlocal")],
+)  # fmt: skip
 def test_config_rejects_unknown_arguments(name, arg):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=name if name != "canary_librispeech" else "variant|ckpt"):
         load(name, arg)
+
+
+def test_parse_arg_reads_flags_and_typed_values():
+    spec = importlib.util.spec_from_file_location("configs_common", CONFIGS / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    args = common.parse_arg("runlocal,steps=7,ckpt=/a=b", name="x.py", runlocal=False, steps=1,
+                            ckpt="")  # fmt: skip
+    assert (args.runlocal, args.steps, args.ckpt) == (True, 7, "/a=b")
+    with pytest.raises(ValueError, match="configs/x.py: steps='many' is not a int"):
+        common.parse_arg("steps=many", name="x.py", steps=1)

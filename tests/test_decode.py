@@ -241,10 +241,10 @@ def _edit_distance(a: list[int], b: list[int]) -> int:
 # A selection rule registered from outside the samplers module: one function + one row.
 
 
-def _leftmost(config, stats, live, step, num_steps, uniform):
+def _leftmost(config, x):
     """Toy rule: commit the `k` leftmost live positions of each row."""
-    rank = jnp.cumsum(live, axis=-1) - 1  # [B,L] rank among the row's live positions
-    return live & (rank < config.k)
+    rank = jnp.cumsum(x.live, axis=-1) - 1  # [B,L] rank among the row's live positions
+    return x.live & (rank < config.k)
 
 
 @pytest.fixture

@@ -25,6 +25,10 @@ from collections.abc import Callable
 
 from absl import app, flags
 
+from mdm_asr_jax.cli.common import run_app
+from mdm_asr_jax.convert.nemo import convert_nemo
+from mdm_asr_jax.convert.whisper import convert_whisper
+
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
 # them to absl's global flags for the console script.
 FLAGS = flags.FlagValues()
@@ -48,8 +52,6 @@ flags.DEFINE_string(
 
 
 def convert_whisper_command() -> dict:
-    from mdm_asr_jax.convert.whisper import convert_whisper
-
     out = convert_whisper(
         FLAGS.src,
         FLAGS.out,
@@ -61,8 +63,6 @@ def convert_whisper_command() -> dict:
 
 
 def convert_nemo_command() -> dict:
-    from mdm_asr_jax.convert.nemo import convert_nemo
-
     report = convert_nemo(
         FLAGS.src,
         FLAGS.out,
@@ -105,10 +105,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (mdm-asr-convert)."""
-    flags.FLAGS.append_flag_values(FLAGS)
-    for name in FLAGS:  # list them under --help (absl shows the key flags of sys.argv[0])
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    run_app(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 from absl import app, flags, logging
+
+from mdm_asr_jax.audio import AudioError
+from mdm_asr_jax.checkpoint import CheckpointError
+from mdm_asr_jax.cli.common import run_app
+from mdm_asr_jax.data.manifest import ManifestError
+from mdm_asr_jax.decode import checkpoint_with_dtype
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, SamplerSpecError
+from mdm_asr_jax.eval.evaluate import EvalError, as_checkpoint, evaluate_sweep
+from mdm_asr_jax.nn.config import ConfigError
+from mdm_asr_jax.text import NormalizerError, TokenizerError
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
 # them to absl's global flags for the console script.
@@ -44,7 +55,7 @@ flags.DEFINE_multi_string(
     None,
     "Sampler spec(s): pbeb(lam=..,gamma=..), eb(gamma=..), topk(schedule=..), dfm, random, "
     "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas. "
-    "Default: the checkpoint's decoding.sampler, else pbeb(lam=0.2,gamma=0.05).",
+    f"Default: the checkpoint's decoding.sampler, else {PAPER_SAMPLER}.",
     flag_values=FLAGS,
 )
 flags.DEFINE_multi_string(
@@ -137,8 +148,6 @@ def parse_nfes(values: Sequence[str]) -> list[int]:
         except ValueError:
             nfe = 0
         if nfe < 1:
-            from mdm_asr_jax.eval.evaluate import EvalError
-
             raise EvalError(f"--nfe={item!r}: give positive integers, e.g. --nfe=8,16,32")
         out.append(nfe)
     return out
@@ -146,11 +155,6 @@ def parse_nfes(values: Sequence[str]) -> list[int]:
 
 def run_from_flags() -> list[dict[str, Any]]:
     """Runs the evaluation the parsed flags describe; returns the result dicts."""
-    import jax
-
-    from mdm_asr_jax.decode import checkpoint_with_dtype
-    from mdm_asr_jax.eval.evaluate import EvalError, as_checkpoint, evaluate_sweep
-
     if FLAGS.multihost:
         jax.distributed.initialize()
     if not FLAGS.checkpoint:
@@ -205,14 +209,6 @@ def run_from_flags() -> list[dict[str, Any]]:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad user input (reported as one line, exit status 2)."""
-    from mdm_asr_jax.audio import AudioError
-    from mdm_asr_jax.checkpoint import CheckpointError
-    from mdm_asr_jax.data.manifest import ManifestError
-    from mdm_asr_jax.diffusion.samplers import SamplerSpecError
-    from mdm_asr_jax.eval.evaluate import EvalError
-    from mdm_asr_jax.nn.config import ConfigError
-    from mdm_asr_jax.text import NormalizerError, TokenizerError
-
     return (
         AudioError,
         CheckpointError,
@@ -246,10 +242,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-eval)."""
-    flags.FLAGS.append_flag_values(FLAGS)
-    for name in FLAGS:  # list them under --help (absl shows the key flags of sys.argv[0])
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    run_app(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ from collections.abc import Callable
 
 from absl import app, flags
 
+from mdm_asr_jax.data import synth
+from mdm_asr_jax.data.fsdd import build_fsdd_corpus
+from mdm_asr_jax.data.manifest import read_manifest
+from mdm_asr_jax.data.sources import ManifestSource, SourceError, TFDSSource
+from mdm_asr_jax.data.tfds_builder import manifests_to_tfds
+from mdm_asr_jax.text import SentencePieceTokenizer
+
 FLAGS = flags.FLAGS
 # Shared.
 flags.DEFINE_string("out_dir", None, "synth/fsdd/spm: output folder (created).")
@@ -97,8 +104,6 @@ def _problems(problems: list) -> list[str]:
 
 
 def synth_command() -> dict:
-    from mdm_asr_jax.data import synth
-
     _require("out_dir")
     if bool(FLAGS.text_file) == bool(FLAGS.generate):
         raise app.UsageError("synth needs exactly one of --text_file or --generate")
@@ -146,8 +151,6 @@ def synth_command() -> dict:
 
 
 def fsdd_command() -> dict:
-    from mdm_asr_jax.data.fsdd import build_fsdd_corpus
-
     _require("fsdd_dir", "out_dir")
     manifests = build_fsdd_corpus(
         FLAGS.fsdd_dir,
@@ -163,9 +166,6 @@ def fsdd_command() -> dict:
 
 
 def spm_command() -> dict:
-    from mdm_asr_jax.data.manifest import read_manifest
-    from mdm_asr_jax.text import SentencePieceTokenizer
-
     _require("out_dir")
     if not FLAGS.manifests and not FLAGS.text_file:
         raise app.UsageError("spm needs --manifests and/or --text_file")
@@ -195,8 +195,6 @@ def spm_command() -> dict:
 
 
 def tfds_command() -> dict:
-    from mdm_asr_jax.data.tfds_builder import manifests_to_tfds
-
     _require("name", "data_dir", "manifests")
     splits = {}
     for item in FLAGS.manifests:
@@ -215,8 +213,6 @@ def tfds_command() -> dict:
 
 
 def check_command() -> dict:
-    from mdm_asr_jax.data.sources import ManifestSource
-
     _require("manifest")
     source = ManifestSource(FLAGS.manifest, strict=FLAGS.strict)
     hours = sum(source.seconds(i) for i in range(len(source))) / 3600
@@ -229,8 +225,6 @@ def check_command() -> dict:
 
 
 def index_command() -> dict:
-    from mdm_asr_jax.data.sources import SourceError, TFDSSource
-
     _require("source")
     if not FLAGS.source.startswith("tfds:"):
         raise SourceError(f"--source={FLAGS.source!r}: index is for TFDS splits (tfds:NAME/SPLIT).")

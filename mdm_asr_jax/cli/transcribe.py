@@ -15,7 +15,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from mdm_asr_jax.cli.common import run_app
+from mdm_asr_jax.cli.evaluate import user_errors
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+from mdm_asr_jax.transcribe import TranscribeError, Transcriber, collect_inputs, summary_line
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
 # them to absl's global flags for the console script.
@@ -28,7 +33,7 @@ flags.DEFINE_string(
     "sampler",
     None,
     "Sampler spec (see mdm-asr-eval). Default: the checkpoint's decoding.sampler, else "
-    "pbeb(lam=0.2,gamma=0.05).",
+    f"{PAPER_SAMPLER}.",
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(
@@ -71,13 +76,6 @@ flags.DEFINE_enum(
 
 def run_from_flags(inputs: Sequence[str]) -> int:
     """Transcribes `inputs` as the parsed flags say; returns the number of files written."""
-    from mdm_asr_jax.transcribe import (
-        TranscribeError,
-        Transcriber,
-        collect_inputs,
-        summary_line,
-    )
-
     if not FLAGS.checkpoint:
         raise TranscribeError(
             "--checkpoint is required: a checkpoint directory or training workdir"
@@ -116,9 +114,6 @@ def run_from_flags(inputs: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str]) -> None:
-    from mdm_asr_jax.cli.evaluate import user_errors
-    from mdm_asr_jax.transcribe import TranscribeError
-
     FLAGS.mark_as_parsed()  # the values were parsed through absl's global FLAGS (see run())
     try:
         run_from_flags(list(argv[1:]))
@@ -129,10 +124,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-transcribe)."""
-    flags.FLAGS.append_flag_values(FLAGS)
-    for name in FLAGS:  # list them under --help (absl shows the key flags of sys.argv[0])
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    run_app(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import flax
 import jax
 import numpy as np
 
-from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.audio import FRAME_SECONDS, FeatureConfig
 from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
 from mdm_asr_jax.convert.torch_zip import TorchZipError, read_torch_zip
 from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
@@ -259,7 +259,7 @@ def feature_config_from_nemo(config: dict[str, Any]) -> tuple[Any, list[str]]:
     pre = config.get("preprocessor") or {}
     expected = {
         "window_size": 0.025,
-        "window_stride": 0.01,
+        "window_stride": FRAME_SECONDS,
         "window": "hann",
         "normalize": "per_feature",
         "n_fft": 512,

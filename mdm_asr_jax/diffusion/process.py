@@ -40,6 +40,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mdm_asr_jax.diffusion.samplers import NEG_LOGIT
+
 Array = jax.Array
 # logits_fn(canvas [B, L] int32, key) -> logits [B, L, V]; the key feeds dropout.
 LogitsFn = Callable[[Array, Array], Array]
@@ -49,7 +51,6 @@ LATER_TIMES = ("independent", "same", "lower")
 PREDICTIONS = ("argmax", "sample")
 TIME_WEIGHTS = ("elbo", "capped", "masked_mean")
 NORMALIZATIONS = ("real_tokens", "canvas")
-NEG_LOGIT = -1e9  # logit given to forbidden ids: exp underflows to exactly 0 in float32
 
 
 class ProcessError(ValueError):

@@ -130,8 +130,18 @@ class SamplerConfig:
         return self.spec
 
 
-# select(config, stats, live [B,L], step [], num_steps S, uniform [B,L] | None) -> commit [B,L]
-SelectFn = Callable[["SamplerConfig", "TokenStats", Array, Array, int, "Array | None"], Array]
+class StepInputs(NamedTuple):
+    """What a selection rule sees at one step of the loop."""
+
+    stats: TokenStats  # candidate tokens, confidence, entropy, margin ([B,L] each)
+    live: Array  # [B,L] bool positions still [MASK]
+    step: Array  # [] int32 this step, 0-based
+    num_steps: int  # S, the NFE cap
+    uniform: Array | None  # [B,L] in [0, 1) for rules that need randomness, else None
+
+
+# select(config, inputs) -> commit [B,L] bool (the loop adds the last-step fill)
+SelectFn = Callable[["SamplerConfig", StepInputs], Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,70 +433,40 @@ def _n_live(live: Array) -> Array:
     return jnp.sum(live, axis=-1).astype(jnp.int32)  # [B]
 
 
-def select_random(
-    config: SamplerConfig,
-    stats: TokenStats,
-    live: Array,
-    step: Array,
-    num_steps: int,
-    uniform: Array | None,
-) -> Array:
+def select_random(config: SamplerConfig, x: StepInputs) -> Array:
+    """random: k = ceil(n / (S - s)) uniformly random live positions, or (mode=bernoulli) each with probability 1/(S - s)."""
     if config.mode == "bernoulli":
-        return _bernoulli_commits(live, step, num_steps, uniform)
-    count = schedule_count(_n_live(live), step, num_steps, "linear")
-    return _top_count(uniform, live, count)
+        return _bernoulli_commits(x.live, x.step, x.num_steps, x.uniform)
+    count = schedule_count(_n_live(x.live), x.step, x.num_steps, "linear")
+    return _top_count(x.uniform, x.live, count)
 
 
-def select_dfm(
-    config: SamplerConfig,
-    stats: TokenStats,
-    live: Array,
-    step: Array,
-    num_steps: int,
-    uniform: Array | None,
-) -> Array:
-    return _bernoulli_commits(live, step, num_steps, uniform)
+def select_dfm(config: SamplerConfig, x: StepInputs) -> Array:
+    """dfm: each live position with probability 1/(S - s) (DFM's Euler step, mask source)."""
+    return _bernoulli_commits(x.live, x.step, x.num_steps, x.uniform)
 
 
-def select_topk(
-    config: SamplerConfig,
-    stats: TokenStats,
-    live: Array,
-    step: Array,
-    num_steps: int,
-    uniform: Array | None,
-) -> Array:
-    count = schedule_count(_n_live(live), step, num_steps, config.schedule)
-    return _top_count(stats.confidence, live, count)
+def select_topk(config: SamplerConfig, x: StepInputs) -> Array:
+    """topk: the k most confident live positions, k from the linear or cosine schedule."""
+    count = schedule_count(_n_live(x.live), x.step, x.num_steps, config.schedule)
+    return _top_count(x.stats.confidence, x.live, count)
 
 
-def select_eb(
-    config: SamplerConfig,
-    stats: TokenStats,
-    live: Array,
-    step: Array,
-    num_steps: int,
-    uniform: Array | None,
-) -> Array:
+def select_eb(config: SamplerConfig, x: StepInputs) -> Array:
+    """eb: the longest prefix in proxy order within the entropy budget gamma."""
     score = {
-        "entropy": lambda: -stats.entropy,
-        "confidence": lambda: stats.confidence,
-        "margin": lambda: stats.margin,
+        "entropy": lambda: -x.stats.entropy,
+        "confidence": lambda: x.stats.confidence,
+        "margin": lambda: x.stats.margin,
     }[config.proxy]()
-    return _budget_commits(score, stats, live, config.gamma)
+    return _budget_commits(score, x.stats, x.live, config.gamma)
 
 
-def select_pbeb(
-    config: SamplerConfig,
-    stats: TokenStats,
-    live: Array,
-    step: Array,
-    num_steps: int,
-    uniform: Array | None,
-) -> Array:
-    positions = jnp.broadcast_to(jnp.arange(live.shape[-1])[None, :], live.shape)
-    score = pbeb_scores(stats.confidence, positions, config.lam)
-    return _budget_commits(score, stats, live, config.gamma)
+def select_pbeb(config: SamplerConfig, x: StepInputs) -> Array:
+    """pbeb: eb's budget over the sort key confidence * exp(-lam * i)."""
+    positions = jnp.broadcast_to(jnp.arange(x.live.shape[-1])[None, :], x.live.shape)
+    score = pbeb_scores(x.stats.confidence, positions, config.lam)
+    return _budget_commits(score, x.stats, x.live, config.gamma)
 
 
 # The registry: one row per sampler (see `SamplerRule`). A new selection rule is one select
@@ -523,7 +503,7 @@ def select_commits(
         raise SamplerSpecError(
             f"{config.name!r} is not a masked-diffusion sampler ({mdm_sampler_names()})"
         )
-    return live & rule.select(config, stats, live, step, num_steps, uniform)
+    return live & rule.select(config, StepInputs(stats, live, step, num_steps, uniform))
 
 
 def truncate_after_eos(canvas: Array, eos_id: int) -> Array:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jiwer
 import numpy as np
+from jax.experimental import multihost_utils
 
 from mdm_asr_jax.inference.placement import sum_across_processes
 from mdm_asr_jax.text import get_normalizer
@@ -128,7 +129,6 @@ class DecodeTimer:
         local = np.asarray([self.audio_seconds, self.decode_seconds, self.warmup_seconds])
         if jax.process_count() == 1:
             return float(local[0]), float(local[1]), float(local[2])
-        from jax.experimental import multihost_utils
 
         gathered = np.asarray(multihost_utils.process_allgather(local.astype(np.float32)))
         return (

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -166,32 +168,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict(
         dict(
-            sampler="pbeb(lam=0.2,gamma=0.05)",
-            nfe=32,
+            sampler=PAPER_SAMPLER,
+            nfe=DEFAULT_NFE,
             normalizer="english",
             max_utterances=0,  # 0 = the whole dev set
-            final_samplers=("pbeb(lam=0.2,gamma=0.05)",),  # evaluated on the test set at the end
+            final_samplers=(PAPER_SAMPLER,),  # evaluated on the test set at the end
             # more decoders scored on dev at every periodic eval (WORKDIR/curve.jsonl holds
             # the WER-vs-steps curve of these and of `sampler`), e.g. ("ar_greedy",)
             curve_samplers=(),
         )
     )
-    return c
-
-
-def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The `runlocal` variant of a recipe config: a few utterances, test-size model, 4 steps
-    (a smoke run of every stage in a couple of minutes on a laptop CPU)."""
-    c.recipe_options.num_train = 64
-    c.recipe_options.num_dev = 8
-    c.recipe_options.num_test = 8
-    c.data.batch_size = 8
-    c.data.eval_batch_size = 8
-    c.model.encoder_size = "test"
-    c.model.decoder_size = "test"
-    c.train.num_steps = 4
-    c.train.log_every = 2
-    c.train.eval_every = 4
-    c.train.checkpoint_every = 2
-    c.optim.warmup_steps = 2
     return c

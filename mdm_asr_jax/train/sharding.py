@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -60,8 +61,6 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
             f"but {len(devices)} are available: set config.mesh.shape (use -1 for 'the rest')"
         )
     try:
-        from jax.experimental import mesh_utils
-
         grid = mesh_utils.create_device_mesh(shape, devices)
     except Exception:  # noqa: BLE001 - topology-unaware fallback (e.g. CPU)
         grid = np.asarray(devices).reshape(shape)
