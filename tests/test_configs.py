@@ -19,7 +19,7 @@ SHARED = {"common"}  # configs/common.py: the argument parser and shared blocks,
 ARGS = {
     "demo": ["", "runlocal", "ar", "from_ar=ar_workdir"],
     "digits": ["", "speaker=jackson,runlocal", "ar", "from_ar=ar_workdir"],
-    "whisper_synth": ["mdm", "ar", "mdm,runlocal"],
+    "whisper_synth": ["mdm", "ar", "mdm,runlocal", "mdm,from_ar=ar_workdir"],
     "canary_librispeech": ["ckpt=/nonexistent/canary", "ckpt=/nonexistent/tiny,runlocal",
                            "ckpt=/nonexistent/canary_180m,variant=180m"],
 }  # fmt: skip
