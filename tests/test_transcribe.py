@@ -130,14 +130,15 @@ def test_transcribe_cli_dtype_flag_decodes_in_bfloat16(checkpoint, tmp_path, mon
 
     audio = tmp_path / "a.wav"
     write_wav(audio, _bursts([], 0.5))
-    stand_in = make_stand_in({i: checkpoint.tokenizer.encode(DIGITS[i]) for i in range(10)}, 3)
     seen = []
 
-    def decode(model, params, *args, **kwargs):
-        seen.append((model.config.dtype, {str(x.dtype) for x in jax.tree.leaves(params)}))
-        return stand_in(model, params, *args, **kwargs)
+    class Spy(cli.Transcriber):  # the real transcriber; records what it was given
+        def __init__(self, loaded, **kwargs):
+            params = {str(x.dtype) for x in jax.tree.leaves(loaded.params)}
+            seen.append((loaded.model_config.dtype, params))
+            super().__init__(loaded, **kwargs)
 
-    monkeypatch.setattr(tr, "default_decode_fn", lambda: decode)
+    monkeypatch.setattr(cli, "Transcriber", Spy)
     cli.FLAGS.unparse_flags()
     cli.FLAGS(
         ["mdm-asr-transcribe", f"--checkpoint={checkpoint.path}", "--sampler=ctc_greedy",
@@ -148,6 +149,7 @@ def test_transcribe_cli_dtype_flag_decodes_in_bfloat16(checkpoint, tmp_path, mon
     finally:
         cli.FLAGS.unparse_flags()
     assert seen == [("bfloat16", {"bfloat16"})]
+    assert (tmp_path / "out.txt").exists()
 
 
 def test_no_sliver_is_left_as_the_last_piece():

@@ -19,7 +19,9 @@ from absl import flags
 
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.cli.evaluate import user_errors
+from mdm_asr_jax.decode import checkpoint_with_dtype
 from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+from mdm_asr_jax.eval.evaluate import as_checkpoint
 from mdm_asr_jax.transcribe import TranscribeError, Transcriber, collect_inputs, summary_line
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
@@ -83,9 +85,6 @@ def run_from_flags(inputs: Sequence[str]) -> int:
     paths = collect_inputs(inputs)
     checkpoint = FLAGS.checkpoint
     if FLAGS.dtype is not None:
-        from mdm_asr_jax.decode import checkpoint_with_dtype
-        from mdm_asr_jax.eval.evaluate import as_checkpoint
-
         checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
     transcriber = Transcriber(
         checkpoint,
