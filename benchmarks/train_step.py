@@ -295,18 +295,26 @@ def layer_study() -> None:
         if remat not in REMAT_POLICIES:
             raise app.UsageError(f"--remats: {remat!r}; choose from {REMAT_POLICIES}")
     note = cpu_note() if jax.default_backend() == "cpu" else None
+
+    # Loop without remat first (the reference of both ratios), then scan, then the rest; each
+    # line is printed as soon as it is measured (the 1B loop compile can take many minutes).
+    def order(combo: tuple[str, str]) -> tuple[bool, bool]:
+        layout, remat = combo
+        return remat != "none", layout != ("loop" if remat == "none" else "scan")
+
+    combos = sorted(
+        ((layout, remat) for remat in FLAGS.remats for layout in FLAGS.layouts), key=order
+    )
     for variant in FLAGS.variants:
-        records = {
-            (layout, remat): compile_study_step(variant, layout, remat)
-            for layout in FLAGS.layouts
-            for remat in FLAGS.remats
-        }
-        for (layout, remat), record in records.items():
-            loop = records.get(("loop", remat))
+        done: dict[tuple[str, str], dict] = {}
+        for layout, remat in combos:
+            record = compile_study_step(variant, layout, remat)
+            done[(layout, remat)] = record
+            loop = done.get(("loop", remat))
             record["compile_speedup_vs_loop"] = (
                 loop["compile_seconds"] / record["compile_seconds"] if loop else None
             )
-            plain = records.get((layout, "none"))
+            plain = done.get((layout, "none"))
             temp = (record["compiled_memory"] or {}).get("temp_bytes")
             plain_temp = ((plain or {}).get("compiled_memory") or {}).get("temp_bytes")
             record["temp_reduction_vs_no_remat"] = (

@@ -38,10 +38,19 @@ from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.diffusion.process import ProcessConfig
 from mdm_asr_jax.nn.config import ModelConfig, decoder_config, encoder_config
 from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.nn.stack import match_layout
 from mdm_asr_jax.train import checkpoint as ckpt
 from mdm_asr_jax.train import sharding
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
-from mdm_asr_jax.train.optim import group_labels, make_optimizer
+from mdm_asr_jax.train.optim import (
+    accumulation_steps,
+    applied_learning_rate,
+    apply_gradients,
+    group_labels,
+    make_optimizer,
+)
+from mdm_asr_jax.train.profile import StepProfiler
+from mdm_asr_jax.train.window import MetricWindow
 
 
 class TrainError(RuntimeError):
@@ -95,7 +104,15 @@ def feature_config(config: ml_collections.ConfigDict) -> FeatureConfig:
 
 def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) -> ModelConfig:
     """ModelConfig for fine-tuning a converted checkpoint: its architecture, vocabulary and
-    prompt, with the heads, dropout, decoder length and dtype of the training config."""
+    prompt, with the heads, dropout, decoder length, dtype and layer stacking (scan, remat) of
+    the training config."""
+    tuned = _finetune_architecture(config, base)
+    return dataclasses.replace(
+        tuned, scan_layers=bool(config.model.scan_layers), remat=config.model.remat
+    ).validate()
+
+
+def _finetune_architecture(config: ml_collections.ConfigDict, base: ModelConfig) -> ModelConfig:
     m = config.model
     max_length = m.max_length or (config.objective.canvas_length + len(base.prompt_ids))
     if base.encoder.kind == "fastconformer":
@@ -156,6 +173,8 @@ def build_model_config(config: ml_collections.ConfigDict, tokenizer: Any) -> Mod
         eos_id=tokenizer.eos_id,
         dtype=m.dtype,
         param_dtype=m.param_dtype,
+        scan_layers=bool(m.scan_layers),
+        remat=m.remat,
     ).validate()
 
 
@@ -188,9 +207,14 @@ def create_train_state(
 
 
 def make_train_step(
-    model: ASRModel, tx: optax.GradientTransformation, objective: ObjectiveConfig, ema_decay: float
+    model: ASRModel,
+    tx: optax.GradientTransformation,
+    objective: ObjectiveConfig,
+    ema_decay: float,
+    grad_accum_steps: int = 1,
 ):
-    """The pure train step: (state, batch, key) -> (state, metrics)."""
+    """The pure train step: (state, batch, key) -> (state, metrics). With grad_accum_steps = k
+    (and `tx` from make_optimizer) parameters and EMA change on every k-th step."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         key = jax.random.fold_in(key, state.step)
@@ -198,19 +222,23 @@ def make_train_step(
             lambda p: compute_loss(model, p, batch, key, objective, train=True), has_aux=True
         )
         (loss, metrics), grads = grad_fn(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
-        if ema_params is not None:
-            ema_params = jax.tree.map(
-                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params
-            )
+        params, opt_state, ema_params, updates = apply_gradients(
+            tx,
+            grads,
+            state.params,
+            state.opt_state,
+            state.ema_params,
+            step=state.step,
+            ema_decay=ema_decay,
+            grad_accum_steps=grad_accum_steps,
+        )
         metrics = {
             **metrics,
             "grad_norm": optax.global_norm(grads),
             "param_norm": optax.global_norm(params),
             "update_norm": optax.global_norm(updates),
             "finite": jnp.isfinite(loss).astype(jnp.float32),
+            "examples": jnp.sum(batch["example_mask"].astype(jnp.float32)),
         }
         return TrainState(state.step + 1, params, opt_state, ema_params), metrics
 
@@ -392,10 +420,6 @@ class _Writer:
         )
 
 
-def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
 def initialize_distributed(mesh_config: ml_collections.ConfigDict) -> None:
     """`jax.distributed.initialize`, auto-detected on TPU pods / SLURM, explicit elsewhere."""
     if jax.distributed.is_initialized():
@@ -414,6 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
     workdir = Path(workdir).absolute()
+    profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -521,12 +546,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     encoder_cache = EncoderCache(model) if config.train.cache_encoder else None
     train_step = jax.jit(
-        make_train_step(model, tx, objective, config.optim.ema_decay),
+        make_train_step(
+            model, tx, objective, config.optim.ema_decay, accumulation_steps(config.optim)
+        ),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
         out_shardings=(state_shardings, None),
         donate_argnums=(0,),
     )
     writer = _Writer(workdir, num_steps)
+    window = MetricWindow()
     best = _read_best(workdir)
     results: dict[str, Any] = {}
     last_time, last_step = time.time(), start_step
@@ -538,20 +566,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if encoder_cache is not None:
                     host_batch = encoder_cache(state.params, host_batch)
                 batch = sharding.global_batch(host_batch, mesh)
+                profiler.before_step(step + 1)
                 state, metrics = train_step(state, batch, train_key)
+                profiler.after_step(step + 1, metrics)
+                window.add(metrics)
                 step += 1
                 if (
                     step % config.train.log_every == 0
                     or step == num_steps
                     or step == start_step + 1
                 ):
-                    host = _host_metrics(metrics)
+                    host = window.result()  # sums over the steps since the last log, divided once
                     if host["finite"] < 1.0:
                         raise TrainError(
-                            f"non-finite loss at step {step} ({host}); lower optim.learning_rate, "
+                            f"non-finite loss by step {step} ({host}); lower optim.learning_rate, "
                             "enable optim.clip_norm, or check the data (empty audio, overlong text)"
                         )
-                    host["learning_rate"] = float(schedule(step))
+                    host["learning_rate"] = applied_learning_rate(
+                        schedule, step, accumulation_steps(config.optim)
+                    )
                     now = time.time()
                     rate = (step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
@@ -610,6 +643,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         force=True,
                     )
     finally:
+        profiler.stop()
         manager.wait_until_finished()
         manager.close()
     if encoder_cache is not None:
@@ -726,7 +760,9 @@ def _load_pretrained(state: TrainState, source: str, mapping) -> TrainState:
     from flax import traverse_util
 
     loaded = ckpt.load_checkpoint(source)
-    src = traverse_util.flatten_dict(loaded.params, sep="/")
+    # stacked (model.scan_layers) or per-layer names, whichever the model being trained uses
+    src_params = match_layout(loaded.params, like=state.params)
+    src = traverse_util.flatten_dict(src_params, sep="/")
     dst = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
     pairs = [tuple(p) for p in mapping] or [("", "")]
     copied, problems = 0, []
