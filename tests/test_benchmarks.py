@@ -176,3 +176,35 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     assert got == want
     assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
     assert "| mdm | pbeb NFE 4 |" in result.stderr
+
+
+def test_train_step_layer_study_rejects_an_unknown_variant():
+    result = run_benchmark("train_step.py", "--study=layers", "--variants=canary-9b")
+    assert result.returncode != 0
+    assert "canary-9b" in result.stderr and "canary-1b-flash" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_step_layer_study_prints_each_layout_and_remat():
+    result = run_benchmark(
+        "train_step.py",
+        "--study=layers",
+        "--variants=test",
+        "--batch_size=1",
+        "--seconds=1",
+        "--tokens=4",
+        "--canvas_length=8",
+        "--vocab_size=64",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    assert [(r["layout"], r["remat"]) for r in records] == [
+        ("loop", "none"),
+        ("scan", "none"),
+        ("scan", "full"),
+        ("loop", "full"),
+    ]
+    for record in records:
+        assert record["compile_seconds"] > 0 and record["compiled_memory"]["temp_bytes"] > 0
+        assert record["compile_speedup_vs_loop"] > 0 and record["temp_reduction_vs_no_remat"] > 0
+        assert {"device", "dtype", "batch_size", "timed"} <= set(record)
