@@ -199,12 +199,14 @@ def test_train_step_layer_study_prints_each_layout_and_remat():
     assert result.returncode == 0, result.stderr[-3000:]
     records = json_lines(result.stdout)
     assert [(r["layout"], r["remat"]) for r in records] == [
-        ("loop", "none"),
         ("scan", "none"),
         ("scan", "full"),
+        ("loop", "none"),
         ("loop", "full"),
     ]
     for record in records:
         assert record["compile_seconds"] > 0 and record["compiled_memory"]["temp_bytes"] > 0
-        assert record["compile_speedup_vs_loop"] > 0 and record["temp_reduction_vs_no_remat"] > 0
+        assert record["temp_reduction_vs_no_remat"] > 0
+        if record["layout"] == "loop":
+            assert record["scan_compile_speedup"] > 0
         assert {"device", "dtype", "batch_size", "timed"} <= set(record)
