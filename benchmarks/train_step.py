@@ -20,8 +20,22 @@ One JSON line per objective:
 ISCT K runs the decoder K times on one encoder pass, so its cost over plain MDM is the extra
 decoder forward + backward passes.
 
+`--study=layers` instead compiles (never runs) the MDM train step of Canary-shaped models
+(`--variants`, rows of nn.fastconformer.CANARY_VARIANTS: FastConformer encoder + bidirectional
+Canary decoder) in every combination of `--layouts` (loop: Python loop over blocks; scan:
+`model.scan_layers`) and `--remats` (`model.remat` policies). The step is lowered on abstract
+inputs (jax.ShapeDtypeStruct for parameters, optimiser state and batch), so no 1B parameters are
+materialised. One JSON line per combination: lower_seconds (trace + lowering), compile_seconds
+(XLA compile), compiled_memory (temp_bytes = activations and other temporaries of XLA's static
+plan), and, measured in the same run, scan_compile_speedup on loop lines (this loop compile /
+the scan compile, same variant and remat) and temp_reduction_vs_no_remat (temp bytes without
+remat / with, same variant and layout). Scan combinations run first (short compiles), and each
+line is printed as soon as it is measured.
+
   python benchmarks/train_step.py --model_size=tiny --batch_size=8 --seconds=4
   python benchmarks/train_step.py --model_size=test --repeats=2        # smoke (tests)
+  python benchmarks/train_step.py --study=layers --batch_size=8 --seconds=20 \
+      --canvas_length=256 --tokens=64 --vocab_size=16385
 """
 
 from __future__ import annotations
@@ -58,6 +72,12 @@ flags.DEFINE_list("objectives", ["ar", "mdm", "isct2", "isct3"], "ar | mdm | isc
 flags.DEFINE_integer("repeats", 5, "Timed steps per objective (median reported).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_bool("spec_augment", False, "SpecAugment inside the step (as in training).")
+flags.DEFINE_enum("study", "objectives", ["objectives", "layers"], "What to measure (docstring).")
+flags.DEFINE_list(
+    "variants", ["canary-180m-flash", "canary-1b-flash"], "--study=layers: CANARY_VARIANTS rows."
+)
+flags.DEFINE_list("layouts", ["loop", "scan"], "--study=layers: loop | scan.")
+flags.DEFINE_list("remats", ["none", "full"], "--study=layers: model.remat policies.")
 
 
 def parse_objective(name: str) -> tuple[str, int]:
@@ -177,9 +197,143 @@ class Prepared:
         }
 
 
+def canary_model_config(variant: str, scan: bool, remat: str):
+    """A Canary-shaped MDM model (FastConformer + bidirectional Canary decoder) for the study."""
+    from mdm_asr_jax.nn.config import ModelConfig
+    from mdm_asr_jax.nn.fastconformer import canary_decoder_config, canary_encoder_config
+
+    return ModelConfig(
+        vocab_size=FLAGS.vocab_size,
+        encoder=canary_encoder_config(variant),
+        mdm_decoder=canary_decoder_config(
+            variant, bidirectional=True, max_length=FLAGS.canvas_length + 1
+        ),
+        prompt_ids=(2,),
+        pad_id=0,
+        eos_id=3,
+        dtype=FLAGS.dtype,
+        scan_layers=scan,
+        remat=remat,
+    ).validate()
+
+
+def compile_study_step(variant: str, layout: str, remat: str) -> dict:
+    """Lower and compile one MDM train step on abstract inputs; returns its JSON record."""
+    import flax.linen as nn
+
+    from mdm_asr_jax.nn.model import ASRModel, init_params
+    from mdm_asr_jax.train.defaults import base_config
+    from mdm_asr_jax.train.objective import ObjectiveConfig
+    from mdm_asr_jax.train.optim import make_optimizer
+    from mdm_asr_jax.train.trainer import TrainState, make_train_step
+
+    config = canary_model_config(variant, layout == "scan", remat)
+    model = ASRModel(config)
+    key = jax.random.key(0)
+    params = nn.meta.unbox(jax.eval_shape(lambda k: init_params(model, k)["params"], key))
+    tx, _ = make_optimizer(base_config().optim, 1000, params)
+    state = TrainState(
+        step=jax.ShapeDtypeStruct((), np.int32),
+        params=params,
+        opt_state=jax.eval_shape(tx.init, params),
+        ema_params=None,
+    )
+    batch = synthetic_batch(
+        FLAGS.batch_size,
+        FLAGS.seconds,
+        num_mels=config.encoder.num_mels,
+        num_tokens=FLAGS.tokens,
+        vocab_size=FLAGS.vocab_size,
+    )
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+    objective = ObjectiveConfig(
+        canvas_length=FLAGS.canvas_length, spec_augment=FLAGS.spec_augment
+    ).validate(config)
+    step_fn = jax.jit(make_train_step(model, tx, objective, 0.0), donate_argnums=(0,))
+    start = time.perf_counter()
+    lowered = step_fn.lower(state, batch, key)
+    lower_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_seconds = time.perf_counter() - start
+    return {
+        "benchmark": "train_step_compile",
+        "variant": variant,
+        "layout": layout,
+        "remat": remat,
+        "lower_seconds": lower_seconds,
+        "compile_seconds": compile_seconds,
+        "compiled_memory": compiled_memory(compiled),
+        "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)),
+        "encoder_layers": config.encoder.num_layers,
+        "decoder_layers": config.mdm_decoder.num_layers,
+        "batch_size": FLAGS.batch_size,
+        "seconds": FLAGS.seconds,
+        "tokens": FLAGS.tokens,
+        "canvas_length": FLAGS.canvas_length,
+        "vocab_size": FLAGS.vocab_size,
+        "timed": (
+            "jax.jit(MDM train step: forward, backward, AdamW update).lower(abstract inputs) "
+            "and .compile(), once each"
+        ),
+        "device": device_description(),
+        "dtype": FLAGS.dtype,
+    }
+
+
+def layer_study() -> None:
+    """Every (variant, layout, remat) compiled in turn; ratios filled in per variant."""
+    from mdm_asr_jax.nn.fastconformer import CANARY_VARIANTS
+    from mdm_asr_jax.nn.stack import REMAT_POLICIES
+
+    for variant in FLAGS.variants:
+        if variant not in CANARY_VARIANTS:
+            raise app.UsageError(f"--variants: {variant!r}; choose from {sorted(CANARY_VARIANTS)}")
+    for layout in FLAGS.layouts:
+        if layout not in ("loop", "scan"):
+            raise app.UsageError(f"--layouts: {layout!r}; choose loop or scan")
+    for remat in FLAGS.remats:
+        if remat not in REMAT_POLICIES:
+            raise app.UsageError(f"--remats: {remat!r}; choose from {REMAT_POLICIES}")
+    note = cpu_note() if jax.default_backend() == "cpu" else None
+
+    # Scan before loop (its compiles are the short ones), no remat before remat; each line is
+    # printed as soon as it is measured (the 1B loop compile can take many minutes) and carries
+    # the ratios to the combinations measured before it.
+    def order(combo: tuple[str, str]) -> tuple[bool, bool]:
+        layout, remat = combo
+        return layout != "scan", remat != "none"
+
+    combos = sorted(
+        ((layout, remat) for remat in FLAGS.remats for layout in FLAGS.layouts), key=order
+    )
+    for variant in FLAGS.variants:
+        done: dict[tuple[str, str], dict] = {}
+        for layout, remat in combos:
+            record = compile_study_step(variant, layout, remat)
+            done[(layout, remat)] = record
+            scan = done.get(("scan", remat))
+            if layout == "loop":  # how much faster the scanned step (same remat) compiled
+                record["scan_compile_speedup"] = (
+                    record["compile_seconds"] / scan["compile_seconds"] if scan else None
+                )
+            plain = done.get((layout, "none"))
+            temp = (record["compiled_memory"] or {}).get("temp_bytes")
+            plain_temp = ((plain or {}).get("compiled_memory") or {}).get("temp_bytes")
+            record["temp_reduction_vs_no_remat"] = (
+                plain_temp / temp if plain_temp and temp else None
+            )
+            if note:
+                record["note"] = note
+            emit(record)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.study == "layers":
+        layer_study()
+        return
     for name in FLAGS.objectives:
         parse_objective(name)  # fail before any compile
     if FLAGS.tokens >= FLAGS.canvas_length:

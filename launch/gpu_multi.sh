@@ -13,6 +13,8 @@ fi
 config="$1"
 workdir="$2"
 shift 2
+# Persistent compilation cache: reruns load compiled programs instead of compiling again.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${HOME}/.cache/mdm_asr_jax/jax_cache}"
 num_gpus="$(nvidia-smi --list-gpus | wc -l)"
 echo "training on ${num_gpus} GPU(s): ${CUDA_VISIBLE_DEVICES:-all visible}" >&2
 exec mdm-asr-train --config="${config}" --workdir="${workdir}" "$@"

@@ -11,5 +11,7 @@ fi
 config="$1"
 workdir="$2"
 shift 2
+# Persistent compilation cache: reruns load compiled programs instead of compiling again.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${HOME}/.cache/mdm_asr_jax/jax_cache}"
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 exec mdm-asr-train --config="${config}" --workdir="${workdir}" "$@"

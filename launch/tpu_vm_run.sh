@@ -9,6 +9,10 @@
 # --multihost) connects them; only process 0 prints eval results and writes --output.
 # Output of each worker is prefixed by gcloud; the run stops if the SSH session ends, so for
 # long runs use NOHUP=1 (logs to ~/run.log on each worker; follow with tpu_vm_logs.sh).
+# Before the command, on every worker (common.sh, remote_prelude): JAX_COMPILATION_CACHE_DIR is
+# set to COMPILATION_CACHE_DIR (default ~/.cache/mdm_asr_jax/jax_cache), and a stale
+# /tmp/libtpu_lockfile (left by a killed run) is removed if no process holds the TPU; if one
+# does, the run stops and names it.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -17,8 +21,11 @@ if [[ $# -eq 0 ]]; then
   exit 2
 fi
 command_line="$(printf '%q ' "$@")"
+prelude="$(remote_prelude)"
 if [[ "${NOHUP:-0}" == "1" ]]; then
-  tpu_ssh_all "cd ~/${REMOTE_DIR} && source ~/venv/bin/activate && nohup ${command_line} > ~/run.log 2>&1 &"
+  tpu_ssh_all "${prelude}
+nohup ${command_line} > ~/run.log 2>&1 &"
 else
-  tpu_ssh_all "cd ~/${REMOTE_DIR} && source ~/venv/bin/activate && ${command_line}"
+  tpu_ssh_all "${prelude}
+${command_line}"
 fi

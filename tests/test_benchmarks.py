@@ -232,3 +232,37 @@ def test_decode_speed_lengths_forces_every_decoder_to_the_target_length():
             assert record["mean_nfe"] == record["target_length"] + 1
         else:
             assert record["canvas_length"] == 16 and record["rtfx_over_ar"] > 0
+
+
+def test_train_step_layer_study_rejects_an_unknown_variant():
+    result = run_benchmark("train_step.py", "--study=layers", "--variants=canary-9b")
+    assert result.returncode != 0
+    assert "canary-9b" in result.stderr and "canary-1b-flash" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_step_layer_study_prints_each_layout_and_remat():
+    result = run_benchmark(
+        "train_step.py",
+        "--study=layers",
+        "--variants=test",
+        "--batch_size=1",
+        "--seconds=1",
+        "--tokens=4",
+        "--canvas_length=8",
+        "--vocab_size=64",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json_lines(result.stdout)
+    assert [(r["layout"], r["remat"]) for r in records] == [
+        ("scan", "none"),
+        ("scan", "full"),
+        ("loop", "none"),
+        ("loop", "full"),
+    ]
+    for record in records:
+        assert record["compile_seconds"] > 0 and record["compiled_memory"]["temp_bytes"] > 0
+        assert record["temp_reduction_vs_no_remat"] > 0
+        if record["layout"] == "loop":
+            assert record["scan_compile_speedup"] > 0
+        assert {"device", "dtype", "batch_size", "timed"} <= set(record)

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 ENCODER_KINDS = ("conformer", "whisper", "fastconformer")
 POSITION_KINDS = ("learned", "sinusoidal", "rotary", "none")
 ACTIVATIONS = ("gelu", "relu", "swish")
+# nn.stack.REMAT_POLICIES (repeated here so the config module imports no flax)
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 class ConfigError(ValueError):
@@ -126,6 +128,12 @@ class ModelConfig:
     eos_id: int = 3
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
+    # Identical blocks of the encoder and decoders as one nn.scan over stacked parameters
+    # (fast compiles of deep models; parameter layout `blocks`/`layers`, see nn.stack).
+    scan_layers: bool = False
+    # Recompute block activations in the backward pass: "none" | "full" | "dots_saveable" |
+    # "dots_with_no_batch_dims_saveable" (jax.checkpoint policies; nn.stack.REMAT_POLICIES).
+    remat: str = "none"
 
     @property
     def mask_id(self) -> int:
@@ -161,6 +169,10 @@ class ModelConfig:
                 raise ConfigError(
                     f"{label}={ident} is outside the vocabulary [0, {self.vocab_size - 1})"
                 )
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
+        if not isinstance(self.scan_layers, bool):
+            raise ConfigError(f"scan_layers={self.scan_layers!r}; use True or False")
         for dtype_name in (self.dtype, self.param_dtype):
             if dtype_name not in ("float32", "bfloat16", "float16"):
                 raise ConfigError(f"dtype {dtype_name!r}; choose float32, bfloat16 or float16")

@@ -23,6 +23,7 @@ from mdm_asr_jax.nn.layers import (
     activation_fn,
     constrain,
 )
+from mdm_asr_jax.nn.stack import make_blocks, run_stack
 
 Array = jax.Array
 Dtype = Any
@@ -162,6 +163,8 @@ class ConformerEncoder(nn.Module):
     config: EncoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False  # blocks as one nn.scan (parameters `blocks`, see nn.stack)
+    remat: str = "none"  # nn.stack.REMAT_POLICIES
 
     @nn.compact
     def __call__(
@@ -174,7 +177,18 @@ class ConformerEncoder(nn.Module):
             cfg.subsampling, channels, cfg.width, **common, name="subsampling"
         )(features, mask)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-        for i in range(cfg.num_layers):
-            x = ConformerBlock(cfg, **common, name=f"block_{i}")(x, mask, deterministic)
+        blocks = make_blocks(
+            lambda name: ConformerBlock(cfg, **common, name=name),
+            cfg.num_layers,
+            "block",
+            self.scan_layers,
+        )
+
+        def body(block: ConformerBlock, y: Array, _: None, y_mask: Array) -> tuple[Array, None]:
+            return block(y, y_mask, deterministic), None
+
+        x, _ = run_stack(
+            body, blocks, x, shared=(mask,), num_layers=cfg.num_layers, remat=self.remat
+        )
         x = x * mask[..., None].astype(x.dtype)
         return x, mask

@@ -4,7 +4,11 @@
 canvas); `False` gives the causal AR decoder with an explicit KV cache. Whisper's and Canary's
 decoders are configurations of this class (positions, embedding norm, tied output).
 
-Legend: B batch, L tokens, S encoder frames, D width, V vocabulary, H heads, K head dim.
+With `scan_layers` the blocks run as one `nn.scan` (parameters `layers`, stacked; see
+`nn.stack`) in every method, training and decoding alike: per-layer cross K/V and the AR cache
+are then single trees with a layer axis after the batch, [B, N, ...], instead of tuples.
+
+Legend: B batch, N layers, L tokens, S encoder frames, D width, V vocabulary, H heads, K head dim.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from mdm_asr_jax.nn.layers import (
     init_kv_cache,
     interleaved_sinusoidal_table,
 )
+from mdm_asr_jax.nn.stack import LAYER_AXIS, make_blocks, run_stack
 
 Array = jax.Array
 Dtype = Any
-# Per layer: (self-attention cache {"k","v"}) ; cross K/V per layer: (k, v)
-CrossKV = tuple[KV, ...]
-Cache = tuple[dict[str, Array], ...]
+# Loop layout: a tuple with one entry per layer, cross K/V (k, v) and cache {"k", "v"};
+# scan layout: one such tree with every leaf [B, N, ...].
+CrossKV = tuple[KV, ...] | KV
+Cache = tuple[dict[str, Array], ...] | dict[str, Array]
 
 
 class DecoderLayer(nn.Module):
@@ -103,6 +109,8 @@ class TransformerDecoder(nn.Module):
     vocab_size: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False  # layers as one nn.scan (parameters `layers`, see nn.stack)
+    remat: str = "none"  # nn.stack.REMAT_POLICIES (applied to the full-sequence __call__)
 
     def setup(self):
         cfg = self.config
@@ -129,9 +137,12 @@ class TransformerDecoder(nn.Module):
             )
         if cfg.embed_norm:
             self.embed_norm_layer = LayerNorm(cfg.norm_eps, **common)
-        self.layers = [
-            DecoderLayer(cfg, **common, name=f"layer_{i}") for i in range(cfg.num_layers)
-        ]
+        self.layers = make_blocks(
+            lambda name: DecoderLayer(cfg, **common, name=name),
+            cfg.num_layers,
+            "layer",
+            self.scan_layers,
+        )
         self.final_norm = LayerNorm(cfg.norm_eps, **common)
         if not cfg.tied_output:
             self.output = Dense(
@@ -180,7 +191,14 @@ class TransformerDecoder(nn.Module):
 
     def cross_kv(self, encoded: Array) -> CrossKV:
         """Every layer's cross-attention (k, v) of `encoded` [B, S, D]: computed once."""
-        return tuple(layer.cross_kv(encoded) for layer in self.layers)
+
+        def body(layer: DecoderLayer, carry: None, _: None, enc: Array) -> tuple[None, KV]:
+            return carry, layer.cross_kv(enc)
+
+        _, cross_kv = run_stack(
+            body, self.layers, None, shared=(encoded,), num_layers=self.config.num_layers
+        )
+        return cross_kv
 
     def __call__(
         self,
@@ -203,8 +221,6 @@ class TransformerDecoder(nn.Module):
                 f"decoder input has {length} positions but max_length is {self.config.max_length}; "
                 "shorten the canvas or raise the decoder's max_length"
             )
-        if cross_kv is None:
-            cross_kv = self.cross_kv(encoded)
         x = self._embed(tokens, 0, deterministic)
         self_mask = jnp.ones((1, 1, length, length), bool)
         if not self.config.bidirectional:
@@ -212,23 +228,43 @@ class TransformerDecoder(nn.Module):
         if token_mask is not None:
             self_mask = self_mask & token_mask[:, None, None, :]
         cross_mask = enc_mask[:, None, None, :]
-        for layer, layer_kv in zip(self.layers, cross_kv, strict=True):
-            x, _ = layer(
-                x,
-                self_mask=self_mask,
+
+        def body(layer: DecoderLayer, y, layer_kv, enc, y_mask, y_cross_mask):
+            if layer_kv is None:  # projected here, layer by layer, when not given
+                layer_kv = layer.cross_kv(enc)
+            y, _ = layer(
+                y,
+                self_mask=y_mask,
                 cross_kv=layer_kv,
-                cross_mask=cross_mask,
+                cross_mask=y_cross_mask,
                 deterministic=deterministic,
             )
+            return y, None
+
+        x, _ = run_stack(
+            body,
+            self.layers,
+            x,
+            cross_kv,
+            (encoded if cross_kv is None else None, self_mask, cross_mask),
+            num_layers=self.config.num_layers,
+            remat=self.remat,
+        )
         return self._logits(x)
 
     def init_cache(self, batch_size: int, max_length: int) -> Cache:
         """Empty per-layer self-attention caches for AR decoding."""
         cfg = self.config
-        return tuple(
-            init_kv_cache(
-                batch_size, max_length, cfg.num_heads, cfg.width // cfg.num_heads, self.dtype
+        head_dim = cfg.width // cfg.num_heads
+        if self.scan_layers:
+            cache = init_kv_cache(
+                batch_size * cfg.num_layers, max_length, cfg.num_heads, head_dim, self.dtype
             )
+            return jax.tree.map(  # [B, N, S, H, K]
+                lambda x: x.reshape(batch_size, cfg.num_layers, *x.shape[1:]), cache
+            )
+        return tuple(
+            init_kv_cache(batch_size, max_length, cfg.num_heads, head_dim, self.dtype)
             for _ in range(cfg.num_layers)
         )
 
@@ -240,21 +276,35 @@ class TransformerDecoder(nn.Module):
         N may be > 1 (e.g. to feed a prompt at once). The cache holds every earlier position.
         """
         num_new = tokens.shape[1]
-        max_length = cache[0]["k"].shape[1]
+        if self.scan_layers:
+            max_length = cache["k"].shape[LAYER_AXIS + 1]
+            per_layer = (cache, cross_kv)
+        else:
+            max_length = cache[0]["k"].shape[1]
+            per_layer = tuple(zip(cache, cross_kv, strict=True))
         x = self._embed(tokens, position, True)
         query_pos = position + jnp.arange(num_new)
         self_mask = (jnp.arange(max_length)[None, :] <= query_pos[:, None])[None, None]  # [1,1,N,S]
         cross_mask = enc_mask[:, None, None, :]
-        new_cache = []
-        for layer, layer_cache, layer_kv in zip(self.layers, cache, cross_kv, strict=True):
-            x, c = layer(
-                x,
-                self_mask=self_mask,
+
+        def body(layer: DecoderLayer, y, layer_input, y_mask, y_cross_mask, index):
+            layer_cache, layer_kv = layer_input
+            return layer(
+                y,
+                self_mask=y_mask,
                 cross_kv=layer_kv,
-                cross_mask=cross_mask,
+                cross_mask=y_cross_mask,
                 cache=layer_cache,
-                cache_index=position,
+                cache_index=index,
                 deterministic=True,
             )
-            new_cache.append(c)
-        return self._logits(x), tuple(new_cache)
+
+        x, new_cache = run_stack(
+            body,
+            self.layers,
+            x,
+            per_layer,
+            (self_mask, cross_mask, jnp.asarray(position, jnp.int32)),
+            num_layers=self.config.num_layers,
+        )
+        return self._logits(x), new_cache

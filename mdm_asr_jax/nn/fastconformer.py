@@ -41,6 +41,7 @@ from mdm_asr_jax.nn.layers import (
     constrain,
     relative_sinusoidal_table,
 )
+from mdm_asr_jax.nn.stack import make_blocks, run_stack
 
 Array = jax.Array
 Dtype = Any
@@ -248,6 +249,8 @@ class FastConformerEncoder(nn.Module):
     config: EncoderConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False  # blocks as one nn.scan (parameters `blocks`, see nn.stack)
+    remat: str = "none"  # nn.stack.REMAT_POLICIES
 
     @nn.compact
     def __call__(
@@ -269,10 +272,19 @@ class FastConformerEncoder(nn.Module):
             x = x * math.sqrt(cfg.width)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         rel_table = jnp.asarray(relative_sinusoidal_table(x.shape[1], cfg.width), self.dtype)
-        for i in range(cfg.num_layers):
-            x = FastConformerBlock(cfg, **common, name=f"block_{i}")(
-                x, mask, rel_table, deterministic
-            )
+        blocks = make_blocks(
+            lambda name: FastConformerBlock(cfg, **common, name=name),
+            cfg.num_layers,
+            "block",
+            self.scan_layers,
+        )
+
+        def body(block: FastConformerBlock, y: Array, _: None, y_mask: Array, table: Array):
+            return block(y, y_mask, table, deterministic), None
+
+        x, _ = run_stack(
+            body, blocks, x, shared=(mask, rel_table), num_layers=cfg.num_layers, remat=self.remat
+        )
         if cfg.output_width and cfg.output_width != cfg.width:
             x = Dense((cfg.output_width,), ("embed", "mlp"), **common, name="output_proj")(x)
         x = x * mask[..., None].astype(x.dtype)

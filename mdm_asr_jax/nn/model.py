@@ -43,11 +43,14 @@ class ASRModel(nn.Module):
     def setup(self):
         cfg = self.config
         common = dict(dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
-        self.encoder = encoder_class(cfg.encoder)(cfg.encoder, **common)
+        stack = dict(scan_layers=cfg.scan_layers, remat=cfg.remat)
+        self.encoder = encoder_class(cfg.encoder)(cfg.encoder, **common, **stack)
         if cfg.mdm_decoder is not None:
-            self.mdm_decoder = TransformerDecoder(cfg.mdm_decoder, cfg.vocab_size, **common)
+            self.mdm_decoder = TransformerDecoder(
+                cfg.mdm_decoder, cfg.vocab_size, **common, **stack
+            )
         if cfg.ar_decoder is not None:
-            self.ar_decoder = TransformerDecoder(cfg.ar_decoder, cfg.vocab_size, **common)
+            self.ar_decoder = TransformerDecoder(cfg.ar_decoder, cfg.vocab_size, **common, **stack)
         if cfg.ctc:
             self.ctc_head = Dense((cfg.vocab_size,), ("embed", "vocab"), **common)
 

@@ -41,6 +41,7 @@ from mdm_asr_jax.nn.layers import (
     constrain,
     sinusoidal_table,
 )
+from mdm_asr_jax.nn.stack import make_blocks, run_stack
 
 Array = jax.Array
 Dtype = Any
@@ -102,6 +103,8 @@ class WhisperEncoder(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attend_padding: bool = True
+    scan_layers: bool = False  # layers as one nn.scan (parameters `layers`, see nn.stack)
+    remat: str = "none"  # nn.stack.REMAT_POLICIES
 
     @nn.compact
     def __call__(
@@ -164,10 +167,24 @@ class WhisperEncoder(nn.Module):
             attention_mask = None
         else:
             attention_mask = enc_mask[:, None, None, :]
-        for i in range(cfg.num_layers):
-            x = WhisperEncoderLayer(cfg, **common, name=f"layer_{i}")(
-                x, attention_mask, deterministic
-            )
+        layers = make_blocks(
+            lambda name: WhisperEncoderLayer(cfg, **common, name=name),
+            cfg.num_layers,
+            "layer",
+            self.scan_layers,
+        )
+
+        def body(layer: WhisperEncoderLayer, y: Array, _: None, y_mask: Array | None):
+            return layer(y, y_mask, deterministic), None
+
+        x, _ = run_stack(
+            body,
+            layers,
+            x,
+            shared=(attention_mask,),
+            num_layers=cfg.num_layers,
+            remat=self.remat,
+        )
         x = LayerNorm(cfg.norm_eps, **common, name="final_norm")(x)
         return x, enc_mask
 

@@ -6,6 +6,8 @@ reads them into `ProcessConfig`, `ObjectiveConfig`, `FeatureConfig` and `ModelCo
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from mdm_asr_jax.audio import FeatureConfig
@@ -73,10 +75,11 @@ def feature_config(config: ml_collections.ConfigDict) -> FeatureConfig:
 
 def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) -> ModelConfig:
     """ModelConfig for fine-tuning a converted checkpoint: its architecture, vocabulary and
-    prompt, with the heads, dropout, decoder length and dtype of the training config."""
+    prompt, with the heads, dropout, decoder length, dtype and layer stacking (scan, remat) of
+    the training config."""
     m = config.model
     try:
-        return finetune_config(
+        tuned = finetune_config(
             base,
             mdm=m.mdm,
             ar=m.ar,
@@ -88,6 +91,7 @@ def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) 
         )
     except ConfigError as err:
         raise TrainError(f"model.base_checkpoint={m.base_checkpoint}: {err}") from None
+    return dataclasses.replace(tuned, scan_layers=bool(m.scan_layers), remat=m.remat).validate()
 
 
 def build_model_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> ModelConfig:
@@ -115,4 +119,6 @@ def build_model_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) 
         eos_id=tokenizer.eos_id,
         dtype=m.dtype,
         param_dtype=m.param_dtype,
+        scan_layers=bool(m.scan_layers),
+        remat=m.remat,
     ).validate()

@@ -85,6 +85,13 @@ def base_config() -> ml_collections.ConfigDict:
             # Whisper base checkpoints: encoder window in frames (-1 = the checkpoint's, i.e.
             # 30 s; 0 = run inputs as padded by data.frame_buckets, e.g. 5/10 s windows).
             encoder_min_frames=-1,
+            # Deep models: identical blocks as one nn.scan over stacked parameters (compile time
+            # independent of depth; parameter names `blocks`/`layers`, see nn.stack; loop-layout
+            # checkpoints given to init_from are stacked on load).
+            scan_layers=False,
+            # Recompute block activations in the backward pass (less memory, more compute):
+            # "none" | "full" | "dots_saveable" | "dots_with_no_batch_dims_saveable".
+            remat="none",
         )
     )
 
@@ -134,6 +141,8 @@ def base_config() -> ml_collections.ConfigDict:
             eps=1e-9,
             weight_decay=0.01,
             clip_norm=1.0,
+            # k train steps (micro-batches of data.batch_size) per optimiser update; the
+            # step-valued keys (train.num_steps, warmup_steps) still count train steps.
             grad_accum_steps=1,
             ema_decay=0.0,  # > 0 keeps EMA params, used for eval and export
             freeze=(),  # regexes over 'a/b/c' param paths, e.g. ("encoder/.*",)
@@ -152,6 +161,9 @@ def base_config() -> ml_collections.ConfigDict:
             # Frozen encoder only (optim.freeze covers encoder/.*, no SpecAugment): compute each
             # training utterance's encoder output once and reuse it in later epochs.
             cache_encoder=False,
+            # "FIRST,LAST": jax.profiler trace of train steps FIRST..LAST (1-based) written to
+            # WORKDIR/profile (e.g. "10,15"); "" = no trace.
+            profile_steps="",
         )
     )
 

@@ -13,6 +13,7 @@ from absl import logging
 from flax import traverse_util
 
 from mdm_asr_jax import checkpoint as ckpt
+from mdm_asr_jax.nn.stack import match_layout
 
 
 def default_init_map(target: dict[str, Any], source: dict[str, Any]) -> list[tuple[str, str]]:
@@ -32,7 +33,9 @@ def load_pretrained(state: Any, source: str, mapping: Sequence[Sequence[str]]) -
     mismatch. `mapping` is a list of (target prefix, source prefix) pairs, e.g.
     [("encoder", "encoder"), ("mdm_decoder", "ar_decoder")]; empty = same names everywhere."""
     loaded = ckpt.load_checkpoint(source)
-    src = traverse_util.flatten_dict(loaded.params, sep="/")
+    # stacked (model.scan_layers) or per-layer names, whichever the model being trained uses
+    src_params = match_layout(loaded.params, like=state.params)
+    src = traverse_util.flatten_dict(src_params, sep="/")
     dst = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
     pairs = [tuple(p) for p in mapping] or default_init_map(dst, src)
     copied, problems = 0, []

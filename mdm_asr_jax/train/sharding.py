@@ -35,6 +35,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv", None),
     ("vocab", "tensor"),
     ("conv", None),
+    ("layers", None),  # the stacked-layer axis of model.scan_layers parameters
 )
 
 

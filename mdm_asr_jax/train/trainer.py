@@ -54,7 +54,15 @@ from mdm_asr_jax.train.encoder_cache import EncoderCache
 from mdm_asr_jax.train.init_from import load_pretrained
 from mdm_asr_jax.train.inputs import load_or_train_tokenizer, make_train_pipeline, prepare_data
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
-from mdm_asr_jax.train.optim import group_labels, make_optimizer
+from mdm_asr_jax.train.optim import (
+    accumulation_steps,
+    applied_learning_rate,
+    apply_gradients,
+    group_labels,
+    make_optimizer,
+)
+from mdm_asr_jax.train.profile import StepProfiler
+from mdm_asr_jax.train.window import MetricWindow
 from mdm_asr_jax.train.writer import Writer
 
 __all__ = [
@@ -103,9 +111,14 @@ def create_train_state(
 
 
 def make_train_step(
-    model: ASRModel, tx: optax.GradientTransformation, objective: ObjectiveConfig, ema_decay: float
+    model: ASRModel,
+    tx: optax.GradientTransformation,
+    objective: ObjectiveConfig,
+    ema_decay: float,
+    grad_accum_steps: int = 1,
 ):
-    """The pure train step: (state, batch, key) -> (state, metrics)."""
+    """The pure train step: (state, batch, key) -> (state, metrics). With grad_accum_steps = k
+    (and `tx` from make_optimizer) parameters and EMA change on every k-th step."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         key = jax.random.fold_in(key, state.step)
@@ -114,19 +127,23 @@ def make_train_step(
             has_aux=True,
         )
         (loss, metrics), grads = grad_fn(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
-        if ema_params is not None:
-            ema_params = jax.tree.map(
-                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params
-            )
+        params, opt_state, ema_params, updates = apply_gradients(
+            tx,
+            grads,
+            state.params,
+            state.opt_state,
+            state.ema_params,
+            step=state.step,
+            ema_decay=ema_decay,
+            grad_accum_steps=grad_accum_steps,
+        )
         metrics = {
             **metrics,
             "grad_norm": optax.global_norm(grads),
             "param_norm": optax.global_norm(params),
             "update_norm": optax.global_norm(updates),
             "finite": jnp.isfinite(loss).astype(jnp.float32),
+            "examples": jnp.sum(batch["example_mask"].astype(jnp.float32)),
         }
         return TrainState(state.step + 1, params, opt_state, ema_params), metrics
 
@@ -138,10 +155,6 @@ def encoder_is_frozen(params: Any, freeze: Any) -> bool:
     labels = traverse_util.flatten_dict(group_labels(params, list(freeze), []))
     encoder = [v for k, v in labels.items() if k[0] == "encoder"]
     return bool(encoder) and all(v == "frozen" for v in encoder)
-
-
-def _host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
 def initialize_distributed(mesh_config: ml_collections.ConfigDict) -> None:
@@ -288,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
     workdir = Path(workdir).absolute()
+    profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -325,12 +339,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     encoder_cache = EncoderCache(model) if config.train.cache_encoder else None
     train_step = jax.jit(
-        make_train_step(model, tx, objective, config.optim.ema_decay),
+        make_train_step(
+            model, tx, objective, config.optim.ema_decay, accumulation_steps(config.optim)
+        ),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
         out_shardings=(state_shardings, None),
         donate_argnums=(0,),
     )
     writer = Writer(workdir, num_steps)
+    window = MetricWindow()
     best = _read_best(workdir)
     results: dict[str, Any] = {}
     last_time, last_step = time.time(), start_step
@@ -354,20 +371,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if encoder_cache is not None:
                     host_batch = encoder_cache(state.params, host_batch)
                 batch = sharding.global_batch(host_batch, mesh)
+                profiler.before_step(step + 1)
                 state, metrics = train_step(state, batch, train_key)
+                profiler.after_step(step + 1, metrics)
+                window.add(metrics)
                 step += 1
                 if (
                     step % config.train.log_every == 0
                     or step == num_steps
                     or step == start_step + 1
                 ):
-                    host = _host_metrics(metrics)
+                    host = window.result()  # sums over the steps since the last log, divided once
                     if host["finite"] < 1.0:
                         raise TrainError(
-                            f"non-finite loss at step {step} ({host}); lower optim.learning_rate, "
+                            f"non-finite loss by step {step} ({host}); lower optim.learning_rate, "
                             "enable optim.clip_norm, or check the data (empty audio, overlong text)"
                         )
-                    host["learning_rate"] = float(schedule(step))
+                    host["learning_rate"] = applied_learning_rate(
+                        schedule, step, accumulation_steps(config.optim)
+                    )
                     now = time.time()
                     rate = (step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
@@ -412,6 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         force=True,
                     )
     finally:
+        profiler.stop()
         manager.wait_until_finished()
         manager.close()
     compute = record_compute(
