@@ -69,3 +69,27 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 2
     c.optim.warmup_steps = 2
     return c
+
+
+def ar_then_mdm(
+    c: ml_collections.ConfigDict, *, ar: bool, from_ar: str
+) -> ml_collections.ConfigDict:
+    """The paper's recipe as two runs: `ar` trains the AR decoder (+ CTC) alone; `from_ar=WORKDIR`
+    starts the MDM decoder from that run's AR decoder (encoder, CTC head, tokenizer and corpus
+    are taken from it too; see train.init_from.default_init_map). Neither: `c` unchanged."""
+    if ar and from_ar:
+        raise ValueError("give either ar (phase 1) or from_ar=WORKDIR (phase 2), not both")
+    if ar or from_ar:  # the phases as separate runs: no switch inside the run
+        c.objective.mdm_start_step = 0
+        c.objective.mdm_from_ar = False
+    if ar:
+        c.model.mdm = False
+        c.objective.mdm_weight = 0.0
+        c.eval.sampler = "ar_greedy"
+        c.eval.final_samplers = ("ar_greedy",)
+        c.eval.curve_samplers = ()
+    if from_ar:
+        c.model.base_checkpoint = from_ar
+        c.objective.mdm_warmup_steps = 0
+        c.optim.warmup_steps = 50
+    return c

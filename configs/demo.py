@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
-from configs.common import parse_arg, runlocal  # noqa: E402
+from configs.common import ar_then_mdm, parse_arg, runlocal  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
@@ -69,19 +69,7 @@ def get_config(arg: str = ""):
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
-    if args.ar:  # phase 1 of the paper's recipe: the AR model (+ CTC) alone
-        c.model.mdm = False
-        c.objective.mdm_weight = 0.0
-        c.eval.sampler = "ar_greedy"
-        c.eval.final_samplers = ("ar_greedy",)
-        c.eval.curve_samplers = ()
-    if args.ar or args.from_ar:  # the two phases as separate runs
-        c.objective.mdm_start_step = 0
-        c.objective.mdm_from_ar = False
-    if args.from_ar:  # phase 2: MDM decoder initialised from phase 1's AR decoder
-        c.model.base_checkpoint = args.from_ar
-        c.objective.mdm_warmup_steps = 0
-        c.optim.warmup_steps = 50
+    ar_then_mdm(c, ar=args.ar, from_ar=args.from_ar)
     if args.runlocal:
         runlocal(c)
     return c

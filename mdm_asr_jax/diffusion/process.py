@@ -289,6 +289,19 @@ def _step_key(key: Array, step: int) -> Array:
     return key if step == 0 else jax.random.fold_in(key, step)
 
 
+def _terms(
+    logits: Array, targets: Array, target_weight: Array, corruption: Corruption, config
+) -> dict[str, Array]:
+    return masked_diffusion_terms(
+        logits,
+        targets,
+        target_weight,
+        corruption,
+        time_weight=config.time_weight,
+        time_weight_cap=config.time_weight_cap,
+    )
+
+
 def _real_and_tail(target_weight: Array, lengths: Array | None) -> tuple[Array, Array | None]:
     """(real-token weight [B, L], EOS tail [B, L] bool or None) from transcript lengths [B]."""
     if lengths is None:
@@ -330,14 +343,7 @@ def mdm_loss(
     force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
     corruption = corrupt(mask_key, targets, t, mask_id, schedule=config.schedule, force=force)
     logits = forbid(logits_fn(corruption.canvas, model_key), config.forbidden_ids)
-    terms = masked_diffusion_terms(
-        logits,
-        targets,
-        target_weight,
-        corruption,
-        time_weight=config.time_weight,
-        time_weight_cap=config.time_weight_cap,
-    )
+    terms = _terms(logits, targets, target_weight, corruption, config)
     terms["target_tokens"] = jnp.sum(real if config.normalize == "real_tokens" else target_weight)
     return terms
 
@@ -397,14 +403,7 @@ def isct_loss(
         force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
         corruption = corrupt(mask_key, previous, t, mask_id, schedule=config.schedule, force=force)
         logits = forbid(predict(corruption.canvas, model_key, index), config.forbidden_ids)
-        terms = masked_diffusion_terms(
-            logits,
-            targets,
-            target_weight,
-            corruption,
-            time_weight=config.time_weight,
-            time_weight_cap=config.time_weight_cap,
-        )
+        terms = _terms(logits, targets, target_weight, corruption, config)
         if config.prediction == "argmax":
             predicted = jnp.argmax(logits, axis=-1)
         else:
