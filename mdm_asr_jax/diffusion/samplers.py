@@ -434,7 +434,8 @@ def _n_live(live: Array) -> Array:
 
 
 def select_random(config: SamplerConfig, x: StepInputs) -> Array:
-    """random: k = ceil(n / (S - s)) uniformly random live positions, or (mode=bernoulli) each with probability 1/(S - s)."""
+    """random: ceil(n / (S - s)) live positions drawn uniformly, or (mode=bernoulli) each
+    live position with probability 1/(S - s)."""
     if config.mode == "bernoulli":
         return _bernoulli_commits(x.live, x.step, x.num_steps, x.uniform)
     count = schedule_count(_n_live(x.live), x.step, x.num_steps, "linear")
