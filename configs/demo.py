@@ -52,18 +52,18 @@ def get_config(arg: str = ""):
     c.objective.ctc_weight = 0.5
     c.objective.canvas_length = 32
     c.objective.isct_steps = 2
-    # The paper's recipe inside one run: AR decoder (+ CTC) alone for the first half, then the
-    # MDM decoder starts as a copy of it and both train on (AR keeps training: same budget).
-    c.objective.mdm_start_step = 1000
+    # The paper's recipe inside one run: AR decoder (+ CTC) alone for 500 steps, then the MDM
+    # decoder starts as a copy of it and both train on (the AR decoder keeps training).
+    c.objective.mdm_start_step = 500
     c.objective.mdm_from_ar = True
     c.objective.mdm_warmup_steps = 100
     c.objective.tail_mask_prob = 0.2
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
-    c.train.num_steps = 2000
+    c.train.num_steps = 1200
     c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    c.train.eval_every = 400
+    c.train.checkpoint_every = 400
     c.eval.sampler = "pbeb(lam=0.2,gamma=0.05)"
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
