@@ -78,3 +78,16 @@ def test_demo_corpus_holds_out_accents_and_is_reused_from_an_ar_workdir(tmp_path
         "demo", tmp_path / "mdm" / "data", config, reuse=(tmp_path / "ar" / "data",)
     )
     assert other["train"].startswith(str(tmp_path / "mdm"))
+
+
+def test_data_dir_variable_locates_fsdd_and_text_before_the_development_layout(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "fsdd").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "gutenberg_en.txt").write_text("one sentence here\n")
+    monkeypatch.setenv(recipes.DATA_DIR_VARIABLE, str(tmp_path))
+    assert recipes.default_fsdd_dir() == str(tmp_path / "fsdd")
+    assert recipes.default_text_file() == str(tmp_path / "text" / "gutenberg_en.txt")
+    monkeypatch.setenv(recipes.DATA_DIR_VARIABLE, str(tmp_path / "empty"))
+    assert recipes.default_fsdd_dir() != str(tmp_path / "fsdd")  # falls through to the next

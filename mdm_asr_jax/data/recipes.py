@@ -20,6 +20,7 @@ version; a second call with the same options and version reuses the corpus.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +54,27 @@ class RecipeError(ValueError):
     """A recipe that cannot run (unknown name, missing FSDD folder)."""
 
 
+DATA_DIR_VARIABLE = "MDM_ASR_DATA_DIR"
+
+
+def data_dirs() -> list[Path]:
+    """Where recipes look for their inputs when no option names them, in order: the folder in
+    $MDM_ASR_DATA_DIR (holding `fsdd/` and `text/`), then `shared/data` beside the repository
+    (the development layout)."""
+    dirs = [Path(os.environ[DATA_DIR_VARIABLE])] if os.environ.get(DATA_DIR_VARIABLE) else []
+    return dirs + [Path(__file__).resolve().parents[3] / "shared" / "data"]
+
+
 def default_text_file() -> str:
-    """`../shared/data/text/gutenberg_en.txt` relative to the repository, if it exists."""
-    candidate = (
-        Path(__file__).resolve().parents[3] / "shared" / "data" / "text" / "gutenberg_en.txt"
-    )
-    return str(candidate) if candidate.is_file() else ""
+    """`text/gutenberg_en.txt` in the first of `data_dirs()` that has it, else ""."""
+    found = [d / "text" / "gutenberg_en.txt" for d in data_dirs()]
+    return next((str(p) for p in found if p.is_file()), "")
 
 
 def default_fsdd_dir() -> str:
-    """`../shared/data/fsdd` relative to the repository, if it exists (development checkouts)."""
-    candidate = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd"
-    return str(candidate) if candidate.is_dir() else ""
+    """`fsdd/` (FSDD's recordings) in the first of `data_dirs()` that has it, else ""."""
+    found = [d / "fsdd" for d in data_dirs()]
+    return next((str(p) for p in found if p.is_dir()), "")
 
 
 def _stamp_matches(out_dir: Path, stamp: dict[str, Any]) -> bool:
@@ -214,7 +224,8 @@ def _fsdd_dir(opts: Any) -> str:
     if not fsdd_dir or not Path(fsdd_dir).is_dir():
         raise RecipeError(
             "this recipe needs Free Spoken Digit Dataset recordings: set "
-            "--config.recipe_options.fsdd_dir=/path/to/free-spoken-digit-dataset/recordings"
+            "--config.recipe_options.fsdd_dir=/path/to/free-spoken-digit-dataset/recordings "
+            f"(or ${DATA_DIR_VARIABLE} to a folder holding fsdd/)"
         )
     return fsdd_dir
 
@@ -246,7 +257,8 @@ def _whisper_synth(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     if not text_file or not Path(text_file).is_file():
         raise RecipeError(
             "the whisper_synth recipe needs English text, one sentence per line: set "
-            "--config.recipe_options.text_file=/path/to/sentences.txt"
+            "--config.recipe_options.text_file=/path/to/sentences.txt "
+            f"(or ${DATA_DIR_VARIABLE} to a folder holding text/gutenberg_en.txt)"
         )
     total = opts.num_train + opts.num_dev + opts.num_test
     sentences, lines = select_sentences(
