@@ -13,8 +13,16 @@ source "$(dirname "$0")/common.sh"
 
 : "${EXTRAS:=}"
 archive="$(mktemp -d)/mdm_asr_jax.tar.gz"
-tar -C "${REPO_ROOT}" --exclude=.git --exclude='*.egg-info' --exclude=__pycache__ \
-  --exclude=.pytest_cache --exclude=.ruff_cache --exclude=venv -czf "${archive}" .
+# Ship the project's own files: in a git checkout the tracked ones and the untracked ones git does
+# not ignore (never a virtual environment, a workdir or caches); elsewhere everything but those.
+if git -C "${REPO_ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git -C "${REPO_ROOT}" ls-files -z --cached --others --exclude-standard \
+    | tar -C "${REPO_ROOT}" --null -T - -czf "${archive}"
+else
+  tar -C "${REPO_ROOT}" --exclude=.git --exclude='*.egg-info' --exclude=__pycache__ \
+    --exclude=.pytest_cache --exclude=.ruff_cache --exclude=venv --exclude='.venv*' \
+    --exclude='workdir*' -czf "${archive}" .
+fi
 
 gcloud compute tpus tpu-vm scp "${archive}" "${TPU_NAME}:~/mdm_asr_jax.tar.gz" \
   --project="${PROJECT}" --zone="${ZONE}" --worker=all

@@ -139,3 +139,36 @@ def test_tpu_run_keeps_the_lock_and_stops_while_a_process_holds_the_tpu(tmp_path
     )
     assert result.returncode == 1 and "4242" in result.stderr
     assert lock.exists() and "started" not in result.stdout
+
+
+def test_setup_ships_the_project_files_but_never_a_virtual_environment(tmp_path):
+    """The archive tpu_vm_setup.sh copies to the workers holds the package and configs, and no
+    ignored folder such as the CI's .venv-ci (gigabytes)."""
+    import shutil
+    import tarfile
+
+    repo = tmp_path / "repo"
+    shutil.copytree(LAUNCH.parent / "launch", repo / "launch")
+    (repo / "mdm_asr_jax").mkdir()
+    (repo / "mdm_asr_jax" / "__init__.py").write_text("")
+    (repo / ".venv-ci" / "lib").mkdir(parents=True)
+    (repo / ".venv-ci" / "lib" / "big.so").write_text("x" * 1000)
+    (repo / ".gitignore").write_text(".venv-ci/\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    script = (
+        "source launch/common.sh >/dev/null 2>&1 || true; "
+        "archive=$(mktemp -d)/a.tar.gz; REPO_ROOT=.; " + _setup_tar_lines() + ' echo "$archive"'
+    )
+    result = subprocess.run(["bash", "-c", script], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    names = tarfile.open(result.stdout.strip().splitlines()[-1]).getnames()
+    assert any(n.endswith("mdm_asr_jax/__init__.py") for n in names)
+    assert not any(".venv-ci" in n for n in names)
+
+
+def _setup_tar_lines() -> str:
+    """The archive-making block of tpu_vm_setup.sh, as the script runs it."""
+    text = (LAUNCH / "tpu_vm_setup.sh").read_text()
+    start = text.index("if git -C")
+    end = text.index("fi\n", start) + 3
+    return text[start:end]
