@@ -15,8 +15,9 @@ paper's recipe as its own run: AR + CTC only), from_ar=WORKDIR (phase 2: the MDM
 from that run's AR decoder; its corpus and tokenizer are reused).
 
 Expected result: four JSON lines (PBEB and AR greedy on `test` and `test_accent`). Measured,
-seed 0: PBEB 76.0 / 76.9 % WER, AR greedy 79.4 / 78.3 % (docs/results.md, with the other
-recipes tried and the dev curves): both far from converged on this varied corpus, MDM ahead.
+seeds 0 / 1: PBEB 76.0 / 78.0 % WER on `test` and 76.9 / 76.3 % on `test_accent`, AR greedy
+79.4 / 79.2 % and 78.3 / 79.2 % (docs/results.md, with the other recipes tried and the dev
+curves): both far from converged on this varied corpus, MDM not behind.
 """
 
 import sys
