@@ -39,6 +39,7 @@ def get_config(arg: str = ""):
     c.model.encoder_size = "tiny"
     c.model.decoder_size = "tiny"
     c.model.subsampling = 8
+    c.model.mdm = True
     c.model.ar = True
     c.model.ctc = True  # aligns the encoder early (see configs/demo.py)
     c.objective.ar_weight = 1.0
@@ -54,7 +55,11 @@ def get_config(arg: str = ""):
     c.eval.normalizer = "basic"
     c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
-    c.objective.mdm_warmup_steps = 300
+    # The paper's recipe inside one run (as in configs/demo.py): AR decoder (+ CTC) alone for
+    # 500 steps, then the MDM decoder starts as a copy of it and both train on.
+    c.objective.mdm_start_step = 500
+    c.objective.mdm_from_ar = True
+    c.objective.mdm_warmup_steps = 100
     c.objective.tail_mask_prob = 0.2
     ar_then_mdm(c, ar=args.ar, from_ar=args.from_ar)
     if args.runlocal:
