@@ -9,17 +9,20 @@ held-out FSDD speaker):
   ar          the `configs/whisper_synth.py:ar` run (best dev checkpoint, else latest), greedy
   mdm         the `configs/whisper_synth.py:mdm` run, PBEB at each NFE cap of --nfes
 
-and prints one JSON line per (model, sampler, NFE, test set): WER (Whisper's English normaliser
-on `synth`; on FSDD the `basic` one, which spells digits one at a time, so "3, 5, 7" and
-"three five seven" agree), RTFx (audio seconds / decode
-seconds: features on device + encoder + decoder, after a warm-up batch; compile time reported
-apart), mean NFE, device, dtype, batch. With --markdown, a table follows on stderr.
+The test sets and their normalisers are the ones the MDM run scored at the end, read from its
+recorded config (`configs/whisper_synth.py`: `test` with Whisper's English normaliser, and the
+named eval `fsdd` with `basic`, which spells digits one at a time so "3, 5, 7" and "three five
+seven" agree). Prints one JSON line per (model, sampler, NFE, test set): WER, RTFx (audio
+seconds / decode seconds: features on device + encoder + decoder, after a warm-up batch;
+compile time reported apart), mean NFE, device, dtype, batch. With --markdown, a table follows
+on stderr.
 
   python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar --markdown
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +31,10 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
+from mdm_asr_jax.checkpoint import load_checkpoint  # noqa: E402
 from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
+from mdm_asr_jax.eval.evaluate import evaluate_sweep  # noqa: E402
+from mdm_asr_jax.train.evals import recorded_test_sets  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("mdm", None, "Workdir of the configs/whisper_synth.py:mdm run.", required=True)
@@ -41,26 +47,22 @@ flags.DEFINE_string("sampler", PAPER_SAMPLER, "MDM sampler spec.")
 flags.DEFINE_integer("batch_size", 16, "Eval batch size (the same for every model).")
 flags.DEFINE_integer("max_utterances", 0, "Per test set; 0 = all.")
 flags.DEFINE_bool("markdown", False, "Also print a markdown table on stderr.")
-flags.DEFINE_string("synth_normalizer", "english", "Normaliser for the synthesised test set.")
-flags.DEFINE_string(
-    "fsdd_normalizer",
-    "basic",
-    "Normaliser for FSDD: `basic` spells digits one by one, so '3 5 7', '357' and 'three five "
-    "seven' all score alike (Whisper's English normaliser joins digit words into one number).",
-)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from mdm_asr_jax.checkpoint import load_checkpoint
-    from mdm_asr_jax.eval.evaluate import evaluate_sweep
-
-    data = Path(FLAGS.mdm) / "data" / "whisper_synth"
-    tests = {"synth": data / "test.jsonl", "fsdd": data / "test_fsdd.jsonl"}
-    normalizers = {"synth": FLAGS.synth_normalizer, "fsdd": FLAGS.fsdd_normalizer}
-    for name, path in tests.items():
-        if not path.exists():
-            raise SystemExit(f"{path} is missing: run configs/whisper_synth.py:mdm first ({name})")
+    recorded = json.loads((Path(FLAGS.mdm) / "config.json").read_text())
+    if "config" not in recorded.get("info", {}):
+        raise SystemExit(
+            f"{FLAGS.mdm} has no recorded training config: give the workdir of a "
+            "configs/whisper_synth.py:mdm run (its test sets are read from it)"
+        )
+    tests = recorded_test_sets(recorded["info"]["config"])
+    for name, (source, _) in tests.items():
+        if source["manifest"] and not Path(source["manifest"]).exists():
+            raise SystemExit(
+                f"{source['manifest']} is missing: run configs/whisper_synth.py:mdm first ({name})"
+            )
     zero_shot = FLAGS.zero_shot or str(Path(FLAGS.mdm) / "base_whisper_tiny_en")
     models = [
         ("zero-shot", zero_shot, ["ar_greedy"], [1]),
@@ -70,14 +72,14 @@ def main(argv: list[str]) -> None:
     rows = []
     for label, path, samplers, nfes in models:
         checkpoint = load_checkpoint(path)
-        for test, manifest in tests.items():
+        for test, (source, normalizer) in tests.items():
             results = evaluate_sweep(
                 checkpoint,
-                manifest=str(manifest),
+                **source,
                 samplers=samplers,
                 nfes=nfes,
                 batch_size=FLAGS.batch_size,
-                normalizer=normalizers[test],
+                normalizer=normalizer,
                 max_utterances=FLAGS.max_utterances or None,
             )
             for r in results:
@@ -90,7 +92,7 @@ def main(argv: list[str]) -> None:
                     "wer": round(r["wer"], 2),
                     "rtfx": round(r["rtfx"], 2),
                     "mean_nfe": r.get("mean_nfe"),
-                    "normalizer": normalizers[test],
+                    "normalizer": normalizer,
                     "n": r["n"],
                     "audio_seconds": r["audio_seconds"],
                     "compile_seconds": round(r["compile_seconds"], 1),
@@ -104,8 +106,10 @@ def main(argv: list[str]) -> None:
                 emit(row)
     if FLAGS.markdown:
         out = sys.stderr
-        out.write("| model | decoder | synth WER % | synth RTFx | FSDD WER % | FSDD RTFx |\n")
-        out.write("|---|---|---|---|---|---|\n")
+        out.write(
+            "| model | decoder | " + " | ".join(f"{t} WER % | {t} RTFx" for t in tests) + " |\n"
+        )
+        out.write("|---|---|" + "---|---|" * len(tests) + "\n")
         keys = []
         for row in rows:
             key = (row["model"], row["nfe"])
@@ -114,10 +118,8 @@ def main(argv: list[str]) -> None:
         for model, nfe in keys:
             cells = {r["test"]: r for r in rows if (r["model"], r["nfe"]) == (model, nfe)}
             decoder = "greedy" if nfe is None else f"pbeb NFE {nfe}"
-            out.write(
-                f"| {model} | {decoder} | {cells['synth']['wer']:.2f} | {cells['synth']['rtfx']:.1f}"
-                f" | {cells['fsdd']['wer']:.2f} | {cells['fsdd']['rtfx']:.1f} |\n"
-            )
+            row = " | ".join(f"{cells[t]['wer']:.2f} | {cells[t]['rtfx']:.1f}" for t in tests)
+            out.write(f"| {model} | {decoder} | {row} |\n")
 
 
 if __name__ == "__main__":

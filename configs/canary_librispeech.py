@@ -15,7 +15,8 @@ lambda = 0.2, gamma = 0.05, at most 32 NFEs.
      mdm-asr-train --config=configs/canary_librispeech.py:ckpt=$CKPT \\
          --workdir=/mnt/BUCKET/mdm_canary1b --config.data.tfds_data_dir=/mnt/BUCKET/tfds
    The 180M variant: `:ckpt=$CKPT_180M,variant=180m` (convert canary-180m-flash.nemo the same way).
-3. Evaluate (the config's final samplers run on test-clean at the end; other sets):
+3. Evaluate (the config's named evals score dev-clean beside dev-other during training and
+   test-clean / test-other at the end, PBEB at 32 NFE; any other set or decoder:
      mdm-asr-eval --checkpoint=/mnt/BUCKET/mdm_canary1b --dataset=tfds:librispeech/test_other \\
          --sampler='pbeb(lam=0.2,gamma=0.05)' --nfe=32
 
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are
 from configs.common import parse_arg  # noqa: E402
 from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
+from mdm_asr_jax.train.evals import named_eval  # noqa: E402
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -120,8 +122,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.normalizer = "english"
     c.eval.max_utterances = 0
     c.eval.final_samplers = (PAPER_SAMPLER,)
+    # dev-other is the periodic dev set (data.dev_tfds, the best checkpoint's metric); dev-clean is
+    # scored beside it; the test sets at the end (named evals: train/evals.py).
+    c.evals.dev_clean = named_eval("tfds:librispeech/dev_clean", every=5000, final=False)
+    c.evals.test_clean = named_eval("tfds:librispeech/test_clean")
+    c.evals.test_other = named_eval("tfds:librispeech/test_other")
 
     if runlocal:
+        c.evals = ml_collections.ConfigDict()  # the smoke run has only the digits recipe's sets
         c.recipe = "digits"
         c.data.train_tfds = ""
         c.data.dev_tfds = ""

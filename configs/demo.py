@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
 from configs.common import ar_then_mdm, parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
@@ -68,10 +69,10 @@ def get_config(arg: str = ""):
     c.train.log_every = 50
     c.train.eval_every = 400
     c.train.checkpoint_every = 400
-    c.eval.sampler = "pbeb(lam=0.2,gamma=0.05)"
+    c.eval.sampler = PAPER_SAMPLER
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
-    c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
+    c.eval.final_samplers = (PAPER_SAMPLER, "ar_greedy")
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
     ar_then_mdm(c, ar=args.ar, from_ar=args.from_ar)
     if args.runlocal:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
 from configs.common import ar_then_mdm, parse_arg, runlocal  # noqa: E402
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def get_config(arg: str = ""):
     c.train.checkpoint_every = 400
     c.eval.nfe = 16
     c.eval.normalizer = "basic"
-    c.eval.final_samplers = ("pbeb(lam=0.2,gamma=0.05)", "ar_greedy")
+    c.eval.final_samplers = (PAPER_SAMPLER, "ar_greedy")
     c.eval.curve_samplers = ("ar_greedy",)  # dev WER of both decoders at every eval
     # The paper's recipe inside one run (as in configs/demo.py): AR decoder (+ CTC) alone for
     # 500 steps, then the MDM decoder starts as a copy of it and both train on.

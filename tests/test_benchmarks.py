@@ -7,6 +7,7 @@ benchmark runs as a subprocess (as a user would), with one CPU device.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -156,6 +157,16 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
         for line in lines:
             line["audio"] = str(manifest.parent / line["audio"])
         (data / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # The table scores the test sets the MDM run recorded (its config: `test` + named eval `fsdd`).
+    spec = importlib.util.spec_from_file_location("ws", REPO / "configs" / "whisper_synth.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run_config = module.get_config("mdm")
+    run_config.data.test_manifest = str(data / "test.jsonl")
+    run_config.data.test_fsdd_manifest = str(data / "test_fsdd.jsonl")
+    recorded = json.loads((mdm / "config.json").read_text())
+    recorded.setdefault("info", {})["config"] = json.loads(run_config.to_json_best_effort())
+    (mdm / "config.json").write_text(json.dumps(recorded))
     result = run_benchmark(
         "whisper_synth_table.py",
         f"--mdm={mdm}",
@@ -171,10 +182,11 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     want = sorted(
         (m, n, t)
         for m, n in (("zero-shot", 0), ("ar", 0), ("mdm", 2), ("mdm", 4))
-        for t in ("synth", "fsdd")
+        for t in ("test", "fsdd")
     )
     assert got == want
     assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
+    assert {(r["test"], r["normalizer"]) for r in lines} == {("test", "english"), ("fsdd", "basic")}
     assert "| mdm | pbeb NFE 4 |" in result.stderr
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mdm_asr_jax.train.defaults import base_config
+from mdm_asr_jax.train.evals import parse_evals
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHARED = {"common"}  # configs/common.py: the argument parser and shared blocks, no get_config
@@ -48,7 +49,9 @@ def _keys(c, prefix=""):
 @pytest.mark.parametrize("name,arg", CASES)
 def test_config_sets_only_known_keys_and_every_admitted_utterance_fits_a_bucket(name, arg):
     c = load(name, arg)
-    assert _keys(c) == _keys(base_config())
+    named = {k for k in _keys(c) if k.startswith("evals.")}  # free-form names, checked below
+    assert _keys(c) - named == _keys(base_config())
+    parse_evals(c)  # every named eval's fields, sampler and normaliser are valid
     # Utterances up to data.max_seconds (10 ms frames) must fit the largest frame bucket.
     assert c.data.max_seconds * 100 <= max(c.data.frame_buckets)
     assert c.eval.final_samplers and c.train.num_steps > 0

@@ -14,6 +14,7 @@ from train_fixtures import tiny_train_config, write_corpus
 
 from mdm_asr_jax.checkpoint import load_checkpoint
 from mdm_asr_jax.diffusion.samplers import parse_sampler
+from mdm_asr_jax.train.evals import named_eval
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
 
@@ -30,9 +31,11 @@ def test_one_step_train_writes_a_loadable_checkpoint_directory(tmp_path):
     assert loaded.tokenizer.vocab_size == loaded.model_config.vocab_size
 
 
-def test_final_lines_score_every_test_split_with_the_compute_and_curve_of_both_decoders(tmp_path):
+def test_final_lines_score_every_test_split_and_named_eval_with_compute_and_curves(tmp_path):
     """Every `test_<name>` set is scored by every final sampler, each line carries the training
-    compute, and each periodic eval adds one dev-curve line per decoder to curve.jsonl."""
+    compute, and each periodic eval adds one dev-curve line per decoder to curve.jsonl; a named
+    eval (`config.evals`) takes over its test split with its own decoder and normaliser, and
+    adds its periodic lines to the curve under its name."""
     manifest = write_corpus(tmp_path / "data")
     config = tiny_train_config(manifest, num_steps=2)
     config.data.dev_manifest = config.data.test_manifest = str(manifest)
@@ -43,20 +46,25 @@ def test_final_lines_score_every_test_split_with_the_compute_and_curve_of_both_d
     config.eval.max_utterances = 8
     config.eval.curve_samplers = ("ar_greedy",)
     config.eval.final_samplers = ("pbeb", "ar_greedy")
+    config.evals.accent = named_eval("test_accent", sampler="ar_greedy", normalizer="none", every=2)
     results = train_and_evaluate(config, tmp_path / "work")
     pbeb = parse_sampler("pbeb").spec
-    lines = [(line["split"], line["sampler"]) for line in results["final"]]
+    lines = [(line["split"], line["sampler"], line.get("eval")) for line in results["final"]]
     assert lines == [
-        ("test", pbeb),
-        ("test", "ar_greedy"),
-        ("test_accent", pbeb),
-        ("test_accent", "ar_greedy"),
+        ("test", pbeb, None),
+        ("test", "ar_greedy", None),
+        ("test_accent", "ar_greedy", "accent"),
     ]
+    assert [line["normalizer"] for line in results["final"]] == ["english", "english", "none"]
     for line in results["final"]:
         assert line["train_steps"] == 2 and line["train_examples"] == 16
         assert line["train_seconds"] > 0
     curve = [json.loads(x) for x in open(tmp_path / "work" / "curve.jsonl")]
-    assert [(c["step"], c["sampler"]) for c in curve] == [(2, pbeb), (2, "ar_greedy")]
+    assert [(c["step"], c["sampler"], c.get("eval")) for c in curve] == [
+        (2, pbeb, None),
+        (2, "ar_greedy", None),
+        (2, "ar_greedy", "accent"),
+    ]
     assert json.loads((tmp_path / "work" / "compute.json").read_text())["train_steps"] == 2
 
 
@@ -80,6 +88,7 @@ import json, sys
 import jax
 jax.config.update("jax_platforms", "cpu")
 from train_fixtures import tiny_train_config
+from mdm_asr_jax.train.evals import named_eval
 from mdm_asr_jax.train.trainer import train_and_evaluate
 manifest, workdir, port, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 c = tiny_train_config(__import__("pathlib").Path(manifest), num_steps=2)

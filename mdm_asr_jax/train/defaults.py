@@ -190,4 +190,8 @@ def base_config() -> ml_collections.ConfigDict:
             curve_samplers=(),
         )
     )
+    # Named evaluations (train/evals.py): `c.evals.<name> = named_eval(source, ...)`, each with
+    # its own decoder, NFE, normaliser and schedule, e.g. a second test set that needs another
+    # normaliser, or LibriSpeech dev-clean next to dev-other.
+    c.evals = ml_collections.ConfigDict()
     return c

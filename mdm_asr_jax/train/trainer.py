@@ -51,6 +51,13 @@ from mdm_asr_jax.train.config import (
     training_special_ids,
 )
 from mdm_asr_jax.train.encoder_cache import EncoderCache
+from mdm_asr_jax.train.evals import (
+    EvalSpec,
+    default_test_splits,
+    parse_evals,
+    periodic,
+    test_manifests,
+)
 from mdm_asr_jax.train.init_from import load_pretrained
 from mdm_asr_jax.train.inputs import load_or_train_tokenizer, make_train_pipeline, prepare_data
 from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
@@ -304,8 +311,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
+    evals = parse_evals(config)  # named evaluations, checked before any expensive work
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
+    for spec in evals:
+        spec.data_source(data)  # a recipe split it names exists
     setup = build_setup(config, workdir, data)
     model = ASRModel(setup.model_config)
     rules = sharding.rules_from_config(config.mesh.rules)
@@ -416,6 +426,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         for spec in config.eval.curve_samplers
                     ]
                     append_curve(workdir, step, curve)
+                for spec in periodic(evals, step, num_steps):
+                    lines = [
+                        run_named_eval(
+                            inference_checkpoint(),
+                            config,
+                            spec,
+                            sampler,
+                            jax.random.fold_in(eval_key, step),
+                        )
+                        for sampler in spec.samplers
+                    ]
+                    for line in lines:
+                        writer.eval_line(step, line)
+                    append_curve(workdir, step, lines)
                     if best is None or results["eval"]["wer"] < best["wer"]:
                         best = {"step": step, "wer": results["eval"]["wer"]}
                         _write_best(workdir, best)
@@ -450,14 +474,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             "utterances": len(encoder_cache),
             "encoder_calls": encoder_cache.encoder_calls,
         }
-    if data.test_manifest and config.eval.final_samplers:
-        final_key = jax.random.fold_in(eval_key, 2**31 - 1)
-        results["final"] = [
-            {**run_eval(inference_checkpoint(), config, final_key, split=split, sampler=spec),
-             "split": split, **compute}
-            for split in test_manifests(data)
-            for spec in config.eval.final_samplers
-        ]  # fmt: skip
+    final_key = jax.random.fold_in(eval_key, 2**31 - 1)
+    final = [
+        {**run_eval(inference_checkpoint(), config, final_key, split=split, sampler=spec),
+         "split": split, **compute}
+        for split in default_test_splits(data, evals)
+        for spec in config.eval.final_samplers
+    ] + [
+        {**run_named_eval(inference_checkpoint(), config, spec, sampler, final_key), **compute}
+        for spec in evals if spec.final
+        for sampler in spec.final_samplers
+    ]  # fmt: skip
+    if final:
+        results["final"] = final
         if jax.process_index() == 0:
             (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
     return results
@@ -496,25 +525,38 @@ def run_eval(
     )
 
 
+def run_named_eval(
+    checkpoint: ckpt.LoadedCheckpoint,
+    config: ml_collections.ConfigDict,
+    spec: EvalSpec,
+    sampler: str,
+    key: jax.Array,
+) -> dict[str, Any]:
+    """One decoder of a `config.evals` entry on its source; the line carries the eval's name
+    (`eval`) and its source (`split`)."""
+    result = evaluate_params(
+        checkpoint,
+        **spec.data_source(config.data),
+        sampler=sampler,
+        nfe=spec.nfe,
+        batch_size=config.data.eval_batch_size,
+        normalizer=spec.normalizer,
+        max_utterances=spec.max_utterances or None,
+        key=key,
+        tfds_data_dir=config.data.tfds_data_dir or None,
+    )
+    return {**result, "eval": spec.name, "split": spec.source}
+
+
 def append_curve(workdir: Path, step: int, lines: list[dict[str, Any]]) -> None:
     """One line per decoder to WORKDIR/curve.jsonl: the dev WER-vs-steps curve of every
     decoder (`eval.sampler` and `eval.curve_samplers`), for the results pages."""
     if jax.process_index() != 0:
         return
-    keys = ("sampler", "nfe", "wer", "cer", "mean_nfe", "n")
+    keys = ("eval", "sampler", "nfe", "wer", "cer", "mean_nfe", "n")
     with open(workdir / "curve.jsonl", "a", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n")
-
-
-def test_manifests(data: ml_collections.ConfigDict) -> dict[str, str]:
-    """The test sets to score at the end: `test` and every other `test_<name>` a recipe made
-    (e.g. a held-out accent, a held-out real speaker), in that order."""
-    splits = {"test": data.test_manifest} if data.test_manifest else {}
-    for key in sorted(data.keys()):
-        if key.startswith("test_") and key.endswith("_manifest") and data[key]:
-            splits[key[: -len("_manifest")]] = data[key]
-    return splits
 
 
 def mdm_decoder_from_ar(state: TrainState) -> TrainState:
