@@ -254,9 +254,11 @@ def find_workdir_step(directory: Path) -> Path:
     best_file = directory / "best.json"
     chosen = steps[-1][1]
     if best_file.exists():
-        best = json.loads(best_file.read_text())
-        candidate = manager_dir / str(best["step"])
-        if candidate.exists():
+        try:
+            candidate = manager_dir / str(int(json.loads(best_file.read_text())["step"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            candidate = None  # a damaged best.json: the latest step
+        if candidate is not None and candidate.exists():
             chosen = candidate
     return chosen
 

@@ -62,6 +62,11 @@ from mdm_asr_jax.train.optim import (
     make_optimizer,
 )
 from mdm_asr_jax.train.profile import StepProfiler
+from mdm_asr_jax.train.resume import (
+    PreemptionWatch,
+    check_config_unchanged,
+    restore_latest_good,
+)
 from mdm_asr_jax.train.window import MetricWindow
 from mdm_asr_jax.train.writer import Writer
 
@@ -275,22 +280,27 @@ def make_checkpoint_manager(
 
 def restore(
     manager: ocp.CheckpointManager, state: TrainState, state_shardings: Any, train_iter: Any
-) -> tuple[TrainState, int]:
-    """The latest saved (state, data iterator position), or the fresh state at step 0."""
-    if manager.latest_step() is None:
-        return state, 0
-    start_step = manager.latest_step()
+) -> tuple[TrainState, int, list[int]]:
+    """The newest saved (state, data iterator position) that restores, else the fresh state at
+    step 0; and the steps that failed to restore (skipped with a warning)."""
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
     )
-    restored = manager.restore(
-        start_step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data_iter=grain.checkpoint.CheckpointRestore(train_iter),
-        ),
-    )
-    return restored["state"], start_step
+
+    def restore_step(step: int) -> TrainState:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=grain.checkpoint.CheckpointRestore(train_iter),
+            ),
+        )
+        return restored["state"]
+
+    restored, step, failed = restore_latest_good(list(manager.all_steps()), restore_step)
+    if step is None:
+        return state, 0, failed
+    return restored, step, failed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     directory in `workdir`. Returns the last eval results (and train metrics)."""
     workdir = Path(workdir).absolute()
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
+    check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -332,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         make_train_pipeline(data, setup.tokenizer, setup.features, objective, config.seed)
     )
     manager = make_checkpoint_manager(config, workdir)
-    state, start_step = restore(manager, state, state_shardings, train_iter)
+    state, start_step, damaged_steps = restore(manager, state, state_shardings, train_iter)
     if start_step:
         logging.info("resumed from step %d", start_step)
         print(f"resumed from step {start_step} in {workdir}", flush=True)
@@ -363,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )  # fmt: skip
 
     try:
-        with mesh, nn.logical_axis_rules(rules):
+        with mesh, nn.logical_axis_rules(rules), PreemptionWatch() as watch:
             while step < num_steps:
                 if config.objective.mdm_from_ar and step == config.objective.mdm_start_step:
                     state = mdm_decoder_from_ar(state)
@@ -381,12 +392,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     or step == num_steps
                     or step == start_step + 1
                 ):
+                    check_finite(window, step)
                     host = window.result()  # sums over the steps since the last log, divided once
-                    if host["finite"] < 1.0:
-                        raise TrainError(
-                            f"non-finite loss by step {step} ({host}); lower optim.learning_rate, "
-                            "enable optim.clip_norm, or check the data (empty audio, overlong text)"
-                        )
                     host["learning_rate"] = applied_learning_rate(
                         schedule, step, accumulation_steps(config.optim)
                     )
@@ -419,9 +426,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     if best is None or results["eval"]["wer"] < best["wer"]:
                         best = {"step": step, "wer": results["eval"]["wer"]}
                         _write_best(workdir, best)
-                # Save on schedule, at the end, and whenever dev WER was measured (so the best
-                # step by WER always has a checkpoint).
-                if step % config.train.checkpoint_every == 0 or step == num_steps or evaluated:
+                # Save on schedule, at the end, whenever dev WER was measured (so the best
+                # step by WER always has a checkpoint), and when the machine is being taken.
+                preempted = watch.should_stop(step, manager)
+                if (
+                    step % config.train.checkpoint_every == 0
+                    or step == num_steps
+                    or evaluated
+                    or preempted
+                ):
+                    check_finite(window, step)  # never save a non-finite state
+                    if step in damaged_steps:  # superseded by the step just trained
+                        manager.delete(step)
                     inference = state.ema_params if ema else state.params
                     manager.save(
                         step,
@@ -433,6 +449,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         metrics={"wer": results["eval"]["wer"]} if evaluated else None,
                         force=True,
                     )
+                if preempted and step < num_steps:
+                    results["preempted"] = step
+                    if jax.process_index() == 0:
+                        print(
+                            f"preempted: saved step {step} in {workdir}; rerun the same "
+                            "command to resume",
+                            flush=True,
+                        )
+                    break
     finally:
         profiler.stop()
         manager.wait_until_finished()
@@ -445,6 +470,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         data.batch_size,
         time.time() - loop_start,
     )
+    if "preempted" in results:
+        return results  # no final evaluation: the machine is going away
     if encoder_cache is not None:
         results["encoder_cache"] = {
             "utterances": len(encoder_cache),
@@ -461,6 +488,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if jax.process_index() == 0:
             (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
     return results
+
+
+def check_finite(window: MetricWindow, step: int) -> None:
+    """Stop (TrainError) if any step since the last log had a non-finite loss."""
+    if window.steps and window.finite() < 1.0:
+        raise TrainError(
+            f"non-finite loss by step {step} (within the last {window.steps} steps); nothing "
+            "was saved from it. Lower optim.learning_rate, enable optim.clip_norm, or check the "
+            "data (empty audio, overlong text); rerunning resumes from the last finite save"
+        )
 
 
 def run_eval(
@@ -557,7 +594,15 @@ def record_compute(
 
 def _read_best(workdir: Path) -> dict | None:
     path = workdir / "best.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        best = json.loads(path.read_text())
+        return {"step": int(best["step"]), "wer": float(best["wer"])}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        logging.warning("%s is damaged (%s); the best step is chosen again", path, err)
+        print(f"warning: {path} is damaged ({err}); the best step is chosen again", flush=True)
+        return None
 
 
 def _write_best(workdir: Path, best: dict) -> None:
