@@ -36,6 +36,7 @@ from absl import logging
 from flax import traverse_util
 
 from mdm_asr_jax import checkpoint as ckpt
+from mdm_asr_jax import paths
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.eval.evaluate import evaluate_params
 from mdm_asr_jax.nn.config import ModelConfig
@@ -310,7 +311,7 @@ def restore(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
-    workdir = Path(workdir).absolute()
+    workdir = paths.resolve(workdir, "workdir")  # local or gs://; other schemes refused
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
     check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
     if config.mesh.multihost:
@@ -486,7 +487,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             for spec in config.eval.final_samplers
         ]  # fmt: skip
         if jax.process_index() == 0:
-            (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
+            paths.write_text_atomic(
+                workdir / "results.json", json.dumps(results["final"], indent=2)
+            )
     return results
 
 
@@ -539,9 +542,13 @@ def append_curve(workdir: Path, step: int, lines: list[dict[str, Any]]) -> None:
     if jax.process_index() != 0:
         return
     keys = ("sampler", "nfe", "wer", "cer", "mean_nfe", "n")
-    with open(workdir / "curve.jsonl", "a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n")
+    path = workdir / "curve.jsonl"
+    old = path.read_text() if path.exists() else ""  # Cloud Storage objects cannot be appended to
+    new = "".join(
+        json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n"
+        for line in lines
+    )
+    paths.write_text_atomic(path, old + new)
 
 
 def test_manifests(data: ml_collections.ConfigDict) -> dict[str, str]:
@@ -583,12 +590,12 @@ def record_compute(
         "train_examples": steps * batch_size,
         "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 1),
     }
-    base = Path(base_checkpoint) / "compute.json" if base_checkpoint else None
+    base = paths.resolve(base_checkpoint) / "compute.json" if base_checkpoint else None
     if base is not None and base.exists():
         recorded = json.loads(base.read_text())
         compute |= {f"base_{k}": v for k, v in recorded.items() if not k.startswith("base_")}
     if jax.process_index() == 0 and steps_run > 0:
-        path.write_text(json.dumps(compute, indent=2))
+        paths.write_text_atomic(path, json.dumps(compute, indent=2))
     return compute
 
 
@@ -607,4 +614,4 @@ def _read_best(workdir: Path) -> dict | None:
 
 def _write_best(workdir: Path, best: dict) -> None:
     if jax.process_index() == 0:
-        (workdir / "best.json").write_text(json.dumps(best))
+        paths.write_text_atomic(workdir / "best.json", json.dumps(best))
