@@ -98,16 +98,18 @@ def local_copy(path: str | os.PathLike) -> Path:
         return Path(os.fspath(path))
     source = epath.Path(os.fspath(path))
     target = Path(tempfile.mkdtemp(prefix="mdm_asr_")) / source.name
-    if source.is_dir():
-        for file in source.rglob("*"):
-            if file.is_dir():
-                continue
-            dest = target / os.path.relpath(os.fspath(file), os.fspath(source))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(file.read_bytes())
-    else:
-        target.write_bytes(source.read_bytes())
+    _download(source, target)
     return target
+
+
+def _download(source: epath.Path, target: Path) -> None:
+    # Walk with iterdir: epath refuses recursive glob on gs://.
+    if not source.is_dir():
+        target.write_bytes(source.read_bytes())
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+        _download(child, target / child.name)
 
 
 def remove_tree(path: epath.Path) -> None:
