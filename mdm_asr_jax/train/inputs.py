@@ -12,7 +12,7 @@ import ml_collections
 from absl import logging
 
 from mdm_asr_jax import checkpoint as ckpt
-from mdm_asr_jax import paths
+from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.data import recipes
 from mdm_asr_jax.data.manifest import read_manifest
@@ -30,7 +30,14 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
         base = config.model.base_checkpoint
         local_base = base and not paths.is_remote(base)
         reuse = (Path(base) / "data",) if local_base and (Path(base) / "data").is_dir() else ()
+        # A shared workdir: process 0 builds the corpus, the others then find it built (the
+        # recipes cache their output). A gs:// workdir builds on each host's local disk.
+        ordered = jax.process_count() > 1 and not paths.is_remote(workdir)
+        if ordered and not multihost.is_leader():
+            multihost.barrier("mdm_asr: data recipe built")
         manifests = recipes.prepare(config.recipe, recipe_data_dir(workdir), config, reuse=reuse)
+        if ordered and multihost.is_leader():
+            multihost.barrier("mdm_asr: data recipe built")
         with data.unlocked():
             for split, path in manifests.items():
                 data[f"{split}_manifest"] = str(path)
