@@ -50,6 +50,8 @@ import scipy.fft
 import soundfile
 import soxr
 
+from mdm_asr_jax import paths
+
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.01  # the 10 ms hop of every log-mel flavour here (Whisper's and NeMo's)
 """The sample rate every model in this package consumes (Hz)."""
@@ -116,6 +118,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     """
     sample_rate = _check_sample_rate(sample_rate)
     path_str = os.fspath(path)
+    if paths.is_remote(path_str):  # gs://: read the object, decode it in memory
+        remote = paths.resolve(path_str, "audio")
+        if not remote.is_file():
+            raise AudioError(f"audio file not found: {path_str!r}; check the path")
+        return decode_audio_bytes(remote.read_bytes(), sample_rate, repr(path_str))
     if not os.path.exists(path_str):
         raise AudioError(
             f"audio file not found: {path_str!r}; check the path (manifest paths are relative to "

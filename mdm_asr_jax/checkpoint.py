@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mdm_asr_jax import paths
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.diffusion.samplers import DEFAULT_NFE, PAPER_SAMPLER
 from mdm_asr_jax.nn.config import ModelConfig
@@ -148,23 +151,30 @@ def write_config(
     decoding: DecodingDefaults | None = None,
     info: dict[str, Any] | None = None,
 ) -> None:
-    """Write config.json and the tokenizer files into `directory` (created if needed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = directory / TOKENIZER_DIR
-    staging = directory / (TOKENIZER_DIR + ".tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    # Save beside, then swap: the tokenizer may have been loaded from tokenizer_dir itself.
-    spec = tokenizer.save(staging)
-    if tokenizer_dir.exists():
-        shutil.rmtree(tokenizer_dir)
-    staging.rename(tokenizer_dir)
+    """Write config.json and the tokenizer files into `directory` (local or gs://, created if
+    needed). config.json is replaced atomically; the tokenizer folder is swapped in whole."""
+    directory = paths.resolve(directory, "checkpoint directory")
     if tokenizer.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size "
             f"{model_config.vocab_size}: build the model config from the tokenizer"
         )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = directory / TOKENIZER_DIR
+    # Save to a scratch folder first: the tokenizer may have been loaded from tokenizer_dir.
+    with tempfile.TemporaryDirectory(prefix="mdm_asr_tokenizer_") as scratch:
+        spec = tokenizer.save(Path(scratch) / TOKENIZER_DIR)
+        if paths.is_remote(directory):
+            paths.remove_tree(tokenizer_dir)
+            paths.copy_tree(Path(scratch) / TOKENIZER_DIR, tokenizer_dir)
+        else:
+            staging = Path(os.fspath(directory)) / (TOKENIZER_DIR + ".tmp")
+            if staging.exists():
+                shutil.rmtree(staging)
+            shutil.copytree(Path(scratch) / TOKENIZER_DIR, staging)
+            if tokenizer_dir.exists():
+                shutil.rmtree(os.fspath(tokenizer_dir))
+            staging.rename(os.fspath(tokenizer_dir))
     payload = {
         "format": FORMAT_VERSION,
         "model": model_config.to_dict(),
@@ -173,14 +183,14 @@ def write_config(
         "decoding": (decoding or DecodingDefaults()).to_dict(),
         "info": info or {},
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+    paths.write_text_atomic(directory / CONFIG_FILE, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_config(
     directory: str | Path,
 ) -> tuple[ModelConfig, FeatureConfig, Tokenizer, DecodingDefaults, dict]:
     """(model config, feature config, tokenizer, decoding defaults, info) from config.json."""
-    directory = Path(directory)
+    directory = paths.resolve(directory, "checkpoint directory")
     path = directory / CONFIG_FILE
     if not path.exists():
         raise CheckpointError(
@@ -199,7 +209,7 @@ def read_config(
         )
     model_config = ModelConfig.from_dict(payload["model"])
     feature_config = FeatureConfig(**payload["features"])
-    tokenizer = load_tokenizer(directory / TOKENIZER_DIR, payload["tokenizer"])
+    tokenizer = load_tokenizer(paths.local_copy(directory / TOKENIZER_DIR), payload["tokenizer"])
     return (
         model_config,
         feature_config,
@@ -220,15 +230,14 @@ def export_checkpoint(
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained checkpoint directory (config, tokenizer, params)."""
-    directory = Path(directory).absolute()
+    directory = paths.resolve(directory, "checkpoint directory")
     write_config(directory, model_config, feature_config, tokenizer, decoding=decoding, info=info)
     params = jax.tree.map(np.asarray, nn.meta.unbox(params))
     params_dir = directory / PARAMS_DIR
-    if params_dir.exists():
-        shutil.rmtree(params_dir)
+    paths.remove_tree(params_dir)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(params_dir, params)
-    return directory
+    return _as_local(directory)
 
 
 def _restore_params(path: Path) -> Any:
@@ -254,16 +263,19 @@ def find_workdir_step(directory: Path) -> Path:
     best_file = directory / "best.json"
     chosen = steps[-1][1]
     if best_file.exists():
-        best = json.loads(best_file.read_text())
-        candidate = manager_dir / str(best["step"])
-        if candidate.exists():
+        try:
+            candidate = manager_dir / str(int(json.loads(best_file.read_text())["step"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            candidate = None  # a damaged best.json: the latest step
+        if candidate is not None and candidate.exists():
             chosen = candidate
     return chosen
 
 
 def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
-    """Load an exported checkpoint directory, or the best/latest step of a training workdir."""
-    directory = Path(directory).absolute()
+    """Load an exported checkpoint directory, or the best/latest step of a training workdir
+    (local or gs://)."""
+    directory = paths.resolve(directory, "checkpoint")
     if not directory.exists():
         raise CheckpointError(f"checkpoint {directory} does not exist")
     model_config, feature_config, tokenizer, decoding, info = read_config(directory)
@@ -283,5 +295,10 @@ def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
             "the checkpoint is incomplete"
         )
     return LoadedCheckpoint(
-        model_config, feature_config, tokenizer, params, decoding, info, directory
+        model_config, feature_config, tokenizer, params, decoding, info, _as_local(directory)
     )
+
+
+def _as_local(path: Any) -> Any:
+    """A local epath as pathlib.Path (what callers of the local-only API received); gs:// as is."""
+    return path if paths.is_remote(path) else Path(os.fspath(path))

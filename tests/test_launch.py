@@ -172,3 +172,81 @@ def _setup_tar_lines() -> str:
     start = text.index("if git -C")
     end = text.index("fi\n", start) + 3
     return text[start:end]
+
+
+# For tpu_vm_spot.sh: `describe` answers the next VM state of FAKE_STATES, `ssh` the next exit
+# code of FAKE_RCS; every call is logged.
+FAKE_SPOT_GCLOUD = """#!/usr/bin/env bash
+if [[ "$1" == "config" ]]; then echo fake-project; exit 0; fi
+printf '%s\\n' "$(printf '%s ' "$@" | tr '\\n' ' ')" >> "$FAKE_GCLOUD_LOG"
+pop() { head -n1 "$1"; sed -i 1d "$1"; }
+case "$4" in
+  describe) state="$(pop "$FAKE_STATES")"; [[ "$state" == MISSING ]] && exit 1; echo "$state";;
+  ssh) exit "$(pop "$FAKE_RCS")";;
+esac
+"""
+
+
+def _spot(
+    tmp_path: Path, states: list[str], rcs: list[int], **extra: str
+) -> tuple[int, list[str], str]:
+    env = _fake_tools(tmp_path)
+    (tmp_path / "bin" / "gcloud").write_text(FAKE_SPOT_GCLOUD)
+    (tmp_path / "states").write_text("".join(s + "\n" for s in states))
+    (tmp_path / "rcs").write_text("".join(f"{rc}\n" for rc in rcs))
+    env |= {"FAKE_STATES": str(tmp_path / "states"), "FAKE_RCS": str(tmp_path / "rcs")}
+    env |= {"RETRY_SECONDS": "0", "SPOT": "1", **extra}
+    result = subprocess.run(
+        ["bash", str(LAUNCH / "tpu_vm_spot.sh"), "mdm-asr-train", "--workdir=gs://b/run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    calls = Path(env["FAKE_GCLOUD_LOG"]).read_text().splitlines()
+    return result.returncode, calls, result.stderr
+
+
+def _verbs(calls: list[str]) -> list[str]:
+    """The tpu-vm verbs in order, ssh calls that run the training command as 'train'."""
+    out = []
+    for call in calls:
+        verb = call.split()[3]
+        if verb == "ssh" and "mdm-asr-train" not in call:
+            verb = "ssh-setup"
+        out.append("train" if verb == "ssh" else verb)
+    return out
+
+
+def test_spot_loop_reruns_the_command_after_preemption_until_it_finishes(tmp_path):
+    # Run 1: SIGTERM save (exit 75). Run 2: the VM is preempted under it (ssh 255, PREEMPTED):
+    # delete, create again, set up. Run 3 finishes.
+    states = ["READY", "READY", "READY", "PREEMPTED", "PREEMPTED", "READY"]
+    rc, calls, stderr = _spot(tmp_path, states, [75, 255, 0, 0, 0, 0, 0])
+    assert rc == 0, stderr
+    verbs = [v for v in _verbs(calls) if v not in ("ssh-setup", "scp")]
+    assert verbs == [
+        "describe", "train", "describe",
+        "describe", "train", "describe",
+        "describe", "delete", "create", "describe", "train",
+    ]  # fmt: skip
+    create = next(c for c in calls if c.split()[3] == "create")
+    assert "--spot" in create
+    assert "finished after 2 restart(s)" in stderr
+
+
+def test_spot_loop_stops_on_a_failure_that_is_not_a_preemption(tmp_path):
+    rc, calls, stderr = _spot(tmp_path, ["READY", "READY"], [1])
+    assert rc == 1
+    assert _verbs(calls) == ["describe", "train", "describe"]
+    assert "not a preemption" in stderr
+
+
+def test_spot_loop_creates_a_missing_vm_and_bounds_the_restarts(tmp_path):
+    states = ["MISSING", "READY"] + ["READY"] * 4  # the second: tpu_vm_create.sh's describe
+    rc, calls, stderr = _spot(tmp_path, states, [0, 75, 75], MAX_RESTARTS="1")  # 0: setup
+    assert rc == 75
+    assert "does not exist: creating it" in stderr and "1 restarts used up" in stderr
+    verbs = [v for v in _verbs(calls) if v not in ("ssh-setup", "scp")]
+    assert verbs == ["describe", "create", "describe", "train", "describe", "describe", "train",
+                     "describe"]  # fmt: skip

