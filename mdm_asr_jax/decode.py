@@ -155,6 +155,7 @@ def _compiled(
     fixed_steps: bool,
     begin_forbidden: tuple[int, ...] = (),
     forced_lengths: bool = False,
+    masked_logits: bool = False,
 ) -> Any:
     """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
     config = model.config
@@ -167,18 +168,19 @@ def _compiled(
         encoded, enc_mask = encode(variables, features, feature_mask)
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
-        def logits_fn(canvas):  # [B,L] -> [B,L,V]
-            logits = model.apply(
-                variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits
-            )
+        def hidden(canvas):  # [B,L] -> [B,L,D]
+            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_hidden)
+
+        def project(hidden, positions):  # [B,K,D], [B,K] -> [B,K,V]
+            logits = model.apply(variables, hidden, method=model.mdm_project)
             if forced_lengths:  # EOS never wins inside a row's target length
-                inside = jnp.arange(canvas.shape[1])[None, :] < row_lengths[:, None]  # [B,L]
+                inside = positions < row_lengths[:, None]  # [B,K]
                 eos = jnp.where(inside, jnp.asarray(NEG_LOGIT, logits.dtype), logits[..., eos_id])
                 logits = logits.at[..., eos_id].set(eos)
             return logits
 
         out = samplers.mdm_sample(
-            logits_fn,
+            samplers.SplitLogitsFn(hidden, project),
             features.shape[0],
             length,
             spec=sampler,
@@ -190,6 +192,7 @@ def _compiled(
             lengths=row_lengths,
             record=record,
             fixed_steps=fixed_steps,
+            masked_logits=masked_logits,
         )
         return out.tokens, out.nfe_used, out.trajectory
 
@@ -281,6 +284,7 @@ def decode(
     begin_forbidden_ids: Sequence[int] = (),
     target_lengths: Sequence[int] | np.ndarray | None = None,
     dtype: str | None = None,
+    masked_logits: bool = False,
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -313,6 +317,9 @@ def decode(
         module docstring); None = the model's. The cast parameters are remembered for the next
         call with the same `params` object; to decode many batches, cast once with
         `with_decoding_dtype` instead.
+      masked_logits: MDM only: each step projects only the still-masked canvas slots onto the
+        vocabulary (gathered into power-of-two buckets inside the loop; same decisions as the
+        full projection). Pays where the vocabulary is large (Whisper); see docs/performance.md.
     Returns:
       DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
     """
@@ -410,6 +417,7 @@ def decode(
         bool(fixed_steps),
         begin,
         targets is not None,
+        bool(masked_logits) and sampler.family == "mdm",
     )
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:
