@@ -179,6 +179,24 @@ def test_masked_logits_decode_the_same_canvases_step_by_step_as_full_logits(para
     assert most_live.min() <= 8 < most_live.max()
 
 
+@pytest.mark.slow
+def test_ctc_adaptive_canvas_gives_each_row_its_ctc_length_plus_slack(params):
+    batch = make_batch(rows=(40, 12, 28), index=[0, 1, 2])
+    ctc_ids = dec.decode(MODEL, params, batch, "ctc_greedy").ids
+    need = np.asarray(dec.ctc_canvas_lengths(jnp.asarray([len(r) for r in ctc_ids])))
+    full = CONFIG.mdm_decoder.max_length - len(CONFIG.prompt_ids)  # 15
+    out = dec.decode(MODEL, params, batch, "pbeb", 4, adaptive_canvas="ctc", canvas_buckets=(4, 8))
+    assert out.tokens.shape == (3, full)  # padded with EOS to the fixed canvas
+    for row, size in enumerate(np.minimum(need, full)):
+        assert np.all(out.tokens[row, size:] == CONFIG.eos_id), (row, size, out.tokens[row])
+        assert len(out.ids[row]) <= size
+    no_ctc = ASRModel(tiny_model_config(ctc=False))
+    with pytest.raises(ValueError, match="CTC head"):
+        dec.decode(no_ctc, params, batch, "pbeb", 4, adaptive_canvas="ctc")
+    with pytest.raises(ValueError, match="'seconds'"):
+        dec.decode(MODEL, params, batch, "pbeb", 4, adaptive_canvas="frames")
+
+
 def test_bad_decode_requests_name_the_fix(params):
     with pytest.raises(ValueError, match="canvas_length=64"):
         dec.decode(MODEL, params, BATCH, "pbeb", 4, canvas_length=64)
