@@ -34,6 +34,12 @@ features are computed before (once) and not timed. One JSON line per measurement
                  from the audio duration, `decode(adaptive_canvas=True)`), per --canvas_samplers
                  at the largest NFE
 
+  part=logits   per --logits_samplers at each NFE cap, fixed canvas: the full vocabulary
+                 projection of every canvas slot vs `decode(masked_logits=True)` (only the
+                 still-masked slots, gathered into power-of-two buckets), timed in the same
+                 interleaved rounds; ONE line per (sampler, NFE, batch) with rtfx_full,
+                 rtfx_masked, masked_over_full and same_ids (both gave the same transcripts)
+
   part=lengths  (with --shapes instead of --checkpoint / --model_size) models of the paper's
                  shapes with random weights at real transcript lengths: for each shape
                  (--shapes: canary_180m, canary_1b, whisper_tiny, whisper_base), batch size and
@@ -103,6 +109,13 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("overhead_samplers", None, "Samplers for part=overhead (default: --samplers).")
 flags.DEFINE_list("canvas_samplers", ["pbeb"], "Samplers for part=canvas.")
+flags.DEFINE_list("logits_samplers", ["pbeb"], "Samplers for part=logits.")
+flags.DEFINE_bool(
+    "length_masked_logits",
+    False,
+    "part=lengths: time every MDM line also with masked_logits=True (same rounds); the line "
+    "gains rtfx_masked and masked_over_full.",
+)
 flags.DEFINE_integer("repeats", 3, "Timed calls per batch (median).")
 flags.DEFINE_integer("max_utterances", 16, "Utterances read from the manifest (0 = all).")
 flags.DEFINE_integer("num_utterances", 8, "Synthetic utterances (with --model_size).")
@@ -408,6 +421,44 @@ def canvas_measurements(
     return out
 
 
+def logits_measurements(
+    setup: Setup, batch_size: int, specs: Sequence[str], nfes: Sequence[int]
+) -> list[tuple[Measurement, Measurement]]:
+    """(full, masked) pairs: the same decode with every slot projected / only masked slots."""
+    out = []
+    for spec in specs:
+        for nfe in nfes:
+            pair = []
+            for masked in (False, True):
+                record = base_record(setup, "logits", spec, nfe, batch_size)
+                record.update(canvas="fixed", canvas_length=setup.canvas_length, timed=TIMED)
+                call = decode_call(
+                    setup, spec, nfe, canvas_length=setup.canvas_length, masked_logits=masked
+                )
+                pair.append(Measurement(record, setup.batches(batch_size), call))
+            out.append((pair[0], pair[1]))
+    return out
+
+
+def combine_logits(full: Measurement, masked: Measurement) -> dict[str, Any]:
+    """One line for a (full, masked) pair: both RTFx, their ratio, and whether ids agree."""
+    first, second = full.result(), masked.result()
+    same = all(a.ids == b.ids for a, b in zip(full.outputs, masked.outputs, strict=True))
+    keep = {k: v for k, v in first.items() if k not in ("rtfx", "rtfx_best", "decode_seconds")}
+    return keep | {
+        "rtfx_full": first["rtfx"],
+        "rtfx_masked": second["rtfx"],
+        "masked_over_full": second["rtfx"] / first["rtfx"] if first["rtfx"] else None,
+        "rtfx_best_full": first["rtfx_best"],
+        "rtfx_best_masked": second["rtfx_best"],
+        "decode_seconds_full": first["decode_seconds"],
+        "decode_seconds_masked": second["decode_seconds"],
+        "compile_seconds_masked": second["compile_seconds"],
+        "mean_nfe_masked": second["mean_nfe"],
+        "same_ids": same,
+    }
+
+
 def finish_canvas(measurement: Measurement) -> dict[str, Any]:
     lengths = sorted({int(out.tokens.shape[1]) for out in measurement.outputs})
     return measurement.result() | {"canvas_length": max(lengths), "canvas_lengths": lengths}
@@ -612,12 +663,14 @@ class ShapeSetup:
         return {k: jax.device_put(v, device) for k, v in host.items()} | {"host": host}
 
 
-def length_call(setup: ShapeSetup, spec: str, nfe: int | None, targets: np.ndarray) -> Callable:
+def length_call(
+    setup: ShapeSetup, spec: str, nfe: int | None, targets: np.ndarray, **kwargs: Any
+) -> Callable:
     """decode() forced to `targets` tokens per row."""
     from mdm_asr_jax.decode import decode
 
     return lambda batch: decode(
-        setup.model, setup.params, batch, spec, nfe, FLAGS.seed, target_lengths=targets
+        setup.model, setup.params, batch, spec, nfe, FLAGS.seed, target_lengths=targets, **kwargs
     )
 
 
@@ -637,6 +690,7 @@ def run_lengths(specs: Sequence[str], nfes: Sequence[int]) -> None:
             print(f"# {setup.source}; {cpu_note()}", file=sys.stderr, flush=True)
         for batch_size in sorted({1, FLAGS.batch_size}):
             measurements: list[tuple[int, Measurement]] = []
+            masked: dict[int, Measurement] = {}  # id(full MDM measurement) -> its masked twin
             for length in lengths:
                 batch = setup.batch(batch_size, length)
                 targets = np.full((batch_size,), length, np.int32)
@@ -656,8 +710,12 @@ def run_lengths(specs: Sequence[str], nfes: Sequence[int]) -> None:
                         record = base_record(setup, "lengths", spec, nfe, batch_size) | common
                         record["timed"] = TIMED
                         call = length_call(setup, spec, nfe, targets)
-                        measurements.append((length, Measurement(record, [batch], call)))
-            run_interleaved([m for _, m in measurements])
+                        full = Measurement(record, [batch], call)
+                        measurements.append((length, full))
+                        if FLAGS.length_masked_logits:
+                            call = length_call(setup, spec, nfe, targets, masked_logits=True)
+                            masked[id(full)] = Measurement(dict(record), [batch], call)
+            run_interleaved([m for _, m in measurements] + list(masked.values()))
             ar_rtfx: dict[int, float] = {}
             results = []
             for length, measurement in measurements:
@@ -668,6 +726,12 @@ def run_lengths(specs: Sequence[str], nfes: Sequence[int]) -> None:
                 result["mean_output_tokens"] = float(np.mean([len(row) for row in out.ids]))
                 if result["sampler"] == "ar_greedy":
                     ar_rtfx[length] = result["rtfx"]
+                twin = masked.get(id(measurement))
+                if twin is not None:
+                    other = twin.result()
+                    result["rtfx_masked"] = other["rtfx"]
+                    result["masked_over_full"] = other["rtfx"] / result["rtfx"]
+                    result["same_ids"] = twin.outputs[0].ids == out.ids
                 results.append((length, result))
             for length, result in results:
                 if result["sampler"] != "ar_greedy" and ar_rtfx.get(length):
@@ -698,7 +762,7 @@ def canonical(specs: Sequence[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    known = {"sampler", "ar", "faster_whisper", "overhead", "canvas"}
+    known = {"sampler", "ar", "faster_whisper", "overhead", "canvas", "logits"}
     unknown = set(FLAGS.parts) - known
     if unknown:
         raise app.UsageError(f"--parts: unknown {sorted(unknown)}; choose from {sorted(known)}")
@@ -718,6 +782,7 @@ def main(argv: list[str]) -> None:
     specs = canonical(FLAGS.samplers)
     overhead_specs = canonical(FLAGS.overhead_samplers or FLAGS.samplers)
     canvas_specs = canonical(FLAGS.canvas_samplers)
+    logits_specs = canonical(FLAGS.logits_samplers)
     setup = Setup()
     if jax.default_backend() == "cpu":
         print(f"# {setup.source}; {cpu_note()}", file=sys.stderr, flush=True)
@@ -736,9 +801,14 @@ def main(argv: list[str]) -> None:
             overhead, finish_overhead = overhead_measurements(
                 setup, batch_size, overhead_specs, nfes
             )
-        run_interleaved(plain + canvas + overhead)
+        logits = []
+        if "logits" in FLAGS.parts and has_mdm:
+            logits = logits_measurements(setup, batch_size, logits_specs, nfes)
+        run_interleaved(plain + canvas + overhead + [m for pair in logits for m in pair])
         for measurement in plain:
             emit(measurement.result())
+        for full, masked in logits:
+            emit(combine_logits(full, masked))
         for measurement in canvas:
             emit(finish_canvas(measurement))
         if finish_overhead is not None:

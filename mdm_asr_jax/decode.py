@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from mdm_asr_jax import ar, ctc
 from mdm_asr_jax.audio import FRAME_SECONDS
@@ -155,6 +156,8 @@ def _compiled(
     fixed_steps: bool,
     begin_forbidden: tuple[int, ...] = (),
     forced_lengths: bool = False,
+    masked_logits: bool = False,
+    ctc_buckets: tuple[int, ...] = (),
 ) -> Any:
     """The jitted decode for one (model, sampler, NFE, canvas/max length, flags)."""
     config = model.config
@@ -167,31 +170,56 @@ def _compiled(
         encoded, enc_mask = encode(variables, features, feature_mask)
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
-        def logits_fn(canvas):  # [B,L] -> [B,L,V]
-            logits = model.apply(
-                variables, canvas, None, enc_mask, cross_kv, method=model.mdm_logits
-            )
+        def hidden(canvas):  # [B,L] -> [B,L,D]
+            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_hidden)
+
+        def project(hidden, positions):  # [B,K,D], [B,K] -> [B,K,V]
+            logits = model.apply(variables, hidden, method=model.mdm_project)
             if forced_lengths:  # EOS never wins inside a row's target length
-                inside = jnp.arange(canvas.shape[1])[None, :] < row_lengths[:, None]  # [B,L]
+                inside = positions < row_lengths[:, None]  # [B,K]
                 eos = jnp.where(inside, jnp.asarray(NEG_LOGIT, logits.dtype), logits[..., eos_id])
                 logits = logits.at[..., eos_id].set(eos)
             return logits
 
-        out = samplers.mdm_sample(
-            logits_fn,
-            features.shape[0],
-            length,
-            spec=sampler,
-            nfe=nfe,
-            key=row_keys,
-            mask_id=config.mask_id,
-            eos_id=config.eos_id,
-            forbidden_ids=forbidden,
-            lengths=row_lengths,
-            record=record,
-            fixed_steps=fixed_steps,
-        )
-        return out.tokens, out.nfe_used, out.trajectory
+        def sample(canvas_length, lengths):
+            return samplers.mdm_sample(
+                samplers.SplitLogitsFn(hidden, project),
+                features.shape[0],
+                canvas_length,
+                spec=sampler,
+                nfe=nfe,
+                key=row_keys,
+                mask_id=config.mask_id,
+                eos_id=config.eos_id,
+                forbidden_ids=forbidden,
+                lengths=lengths,
+                record=record,
+                fixed_steps=fixed_steps,
+                masked_logits=masked_logits,
+            )
+
+        if not ctc_buckets:
+            out = sample(length, row_lengths)
+            return out.tokens, out.nfe_used, out.trajectory
+        # Canvas from the CTC head's transcript length: each row's canvas holds its CTC length
+        # plus slack and EOS; the batch runs in the smallest bucket holding its longest row.
+        ctc_logits = model.apply(variables, encoded, method=model.ctc_logits)
+        _, ctc_lengths = ctc.ctc_greedy_tokens(ctc_logits, enc_mask, config.pad_id, forbidden)
+        need = ctc_canvas_lengths(ctc_lengths)
+        need = jnp.where(row_lengths > 0, jnp.minimum(need, length), 0)  # padding rows: none
+        sizes = jnp.asarray(ctc_buckets, jnp.int32)
+        branch = jnp.minimum(jnp.searchsorted(sizes, jnp.max(need)), len(ctc_buckets) - 1)
+
+        def bucket(size):
+            def run(need):
+                out = sample(size, jnp.minimum(need, size))
+                tokens = jnp.pad(out.tokens, ((0, 0), (0, length - size)), constant_values=eos_id)
+                return tokens, out.nfe_used
+
+            return run
+
+        tokens, nfe_used = lax.switch(branch, [bucket(int(k)) for k in ctc_buckets], need)
+        return tokens, nfe_used, None
 
     def run_ar(variables, features, feature_mask, row_keys, row_lengths):
         del row_keys  # AR decoding is deterministic and runs to EOS
@@ -250,6 +278,17 @@ def _compiled(
     return jax.jit(run)
 
 
+CTC_CANVAS_SLACK = (0.25, 2)  # canvas = CTC tokens * (1 + 0.25) + 2, then EOS
+
+
+def ctc_canvas_lengths(ctc_lengths: Array) -> Array:
+    """Per-row canvas [B] for `adaptive_canvas="ctc"`: the CTC greedy transcript's length
+    n plus slack for what CTC drops (ceil(0.25 n) + 2 tokens), plus one slot for EOS."""
+    rate, extra = CTC_CANVAS_SLACK
+    n = ctc_lengths.astype(jnp.int32)
+    return n + jnp.ceil(rate * n).astype(jnp.int32) + extra + 1
+
+
 def _row_keys(key: Array | int | None, batch: Mapping[str, Any], batch_size: int) -> Array:
     if key is None:
         key = 0
@@ -270,7 +309,7 @@ def decode(
     key: Array | int | None = None,
     *,
     canvas_length: int | None = None,
-    adaptive_canvas: bool = False,
+    adaptive_canvas: bool | str = False,
     tokens_per_second: float = 10.0,
     canvas_buckets: Sequence[int] = samplers.DEFAULT_CANVAS_BUCKETS,
     max_len: int | None = None,
@@ -281,6 +320,7 @@ def decode(
     begin_forbidden_ids: Sequence[int] = (),
     target_lengths: Sequence[int] | np.ndarray | None = None,
     dtype: str | None = None,
+    masked_logits: bool = False,
 ) -> DecodeOutput:
     """Decodes a batch with any sampler spec; see the module docstring.
 
@@ -293,9 +333,14 @@ def decode(
       key: PRNG key or int seed for the random samplers (random, dfm, temperature > 0).
       canvas_length: MDM canvas L; default = the decoder's max_length minus the prompt (the
         canvas the model was trained with; the paper uses 256).
-      adaptive_canvas: pick L from the audio length instead (ceil(seconds * tokens_per_second)
-        + 1 rounded up to `canvas_buckets`, at most `canvas_length`), and give each row its own
-        length (positions beyond are EOS from the start).
+      adaptive_canvas: True or "seconds": pick L from the audio length instead
+        (ceil(seconds * tokens_per_second) + 1 rounded up to `canvas_buckets`, at most
+        `canvas_length`), and give each row its own length (positions beyond are EOS from the
+        start). "ctc": from the model's CTC head instead, inside the compiled decode: row
+        length = CTC greedy tokens + ceil(0.25 x that) + 2 + EOS (`ctc_canvas_lengths`), the
+        batch's canvas = the smallest of `canvas_buckets` (up to `canvas_length`) holding its
+        longest row, one compiled branch per bucket (`lax.switch`); record=True is not
+        supported with it.
       max_len: AR output tokens at most; default = the AR decoder's max_length minus the prompt.
       forbidden_ids: more ids never to emit (e.g. `tokenizer.special_ids`; EOS is ignored here).
       begin_forbidden_ids: AR only: ids blocked at the first generated token (Whisper's
@@ -313,6 +358,9 @@ def decode(
         module docstring); None = the model's. The cast parameters are remembered for the next
         call with the same `params` object; to decode many batches, cast once with
         `with_decoding_dtype` instead.
+      masked_logits: MDM only: each step projects only the still-masked canvas slots onto the
+        vocabulary (gathered into power-of-two buckets inside the loop; same decisions as the
+        full projection). Pays where the vocabulary is large (Whisper); see docs/performance.md.
     Returns:
       DecodeOutput(ids, nfe_used, tokens, spec, texts, trajectory).
     """
@@ -331,6 +379,7 @@ def decode(
     row_lengths = None
     length = 0
     targets = None
+    ctc_buckets: tuple[int, ...] = ()
     if target_lengths is not None:
         targets = np.asarray(target_lengths)
         if sampler.family == "ctc":
@@ -366,7 +415,22 @@ def decode(
             need = int(targets.max(initial=0)) + 1  # the transcript and its EOS
             length = min([b for b in canvas_buckets if need <= b <= length] or [length])
             per_row = targets
-        if adaptive_canvas:
+        if adaptive_canvas not in (False, True, "seconds", "ctc"):
+            raise ValueError(
+                f"adaptive_canvas={adaptive_canvas!r}: give False, True / 'seconds' (from the "
+                "audio length) or 'ctc' (from the CTC head)"
+            )
+        if adaptive_canvas == "ctc":
+            if not config.ctc:
+                raise ValueError(
+                    "adaptive_canvas='ctc' needs the model's CTC head, which this model does not "
+                    "have; use adaptive_canvas='seconds'"
+                )
+            if record:
+                raise ValueError("adaptive_canvas='ctc' does not record trajectories")
+            ctc_buckets = tuple(sorted({int(b) for b in canvas_buckets if 1 <= b < length}))
+            ctc_buckets += (length,)
+        elif adaptive_canvas:
             if "seconds" in batch:
                 seconds = np.asarray(batch["seconds"], np.float64)
             else:
@@ -410,6 +474,8 @@ def decode(
         bool(fixed_steps),
         begin,
         targets is not None,
+        bool(masked_logits) and sampler.family == "mdm",
+        ctc_buckets,
     )
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:

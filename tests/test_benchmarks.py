@@ -112,6 +112,17 @@ def test_decode_speed_every_part_on_a_random_model():
 
 
 @pytest.mark.slow
+def test_decode_speed_logits_part_prints_full_and_masked_in_one_line():
+    result = run_benchmark("decode_speed.py", *TINY_DECODE, "--parts=logits")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json_lines(result.stdout)
+    assert DECODE_KEYS - {"rtfx"} <= set(record), record
+    assert record["part"] == "logits" and record["same_ids"] is True
+    assert record["rtfx_full"] > 0 and record["rtfx_masked"] > 0
+    assert record["masked_over_full"] == pytest.approx(record["rtfx_masked"] / record["rtfx_full"])
+
+
+@pytest.mark.slow
 def test_train_step_prints_each_objective():
     result = run_benchmark(
         "train_step.py",

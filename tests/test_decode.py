@@ -163,6 +163,40 @@ def test_adaptive_canvas_uses_a_bucket_and_per_row_lengths(params):
     assert out.trajectory is not None and out.trajectory.canvas.shape[1:] == (2, 8)
 
 
+def test_masked_logits_decode_the_same_canvases_step_by_step_as_full_logits(params):
+    batch = make_batch(rows=(40, 28, 33), index=[0, 1, 2])
+    full = dec.decode(MODEL, params, batch, "pbeb(gamma=0.5)", 8, record=True)
+    masked = dec.decode(MODEL, params, batch, "pbeb(gamma=0.5)", 8, record=True, masked_logits=True)
+    steps = int(full.trajectory.steps)
+    assert int(masked.trajectory.steps) == steps and masked.ids == full.ids
+    np.testing.assert_array_equal(masked.nfe_used, full.nfe_used)
+    np.testing.assert_array_equal(masked.trajectory.canvas, full.trajectory.canvas)
+    np.testing.assert_array_equal(masked.trajectory.committed, full.trajectory.committed)
+    # The live count fell below the canvas (15 slots) so a smaller gather (8) ran.
+    start = np.full_like(full.trajectory.canvas[:1], CONFIG.mask_id)
+    live = np.concatenate([start, full.trajectory.canvas])
+    most_live = (live[:steps] == CONFIG.mask_id).sum(-1).max(-1)
+    assert most_live.min() <= 8 < most_live.max()
+
+
+@pytest.mark.slow
+def test_ctc_adaptive_canvas_gives_each_row_its_ctc_length_plus_slack(params):
+    batch = make_batch(rows=(40, 12, 28), index=[0, 1, 2])
+    ctc_ids = dec.decode(MODEL, params, batch, "ctc_greedy").ids
+    need = np.asarray(dec.ctc_canvas_lengths(jnp.asarray([len(r) for r in ctc_ids])))
+    full = CONFIG.mdm_decoder.max_length - len(CONFIG.prompt_ids)  # 15
+    out = dec.decode(MODEL, params, batch, "pbeb", 4, adaptive_canvas="ctc", canvas_buckets=(4, 8))
+    assert out.tokens.shape == (3, full)  # padded with EOS to the fixed canvas
+    for row, size in enumerate(np.minimum(need, full)):
+        assert np.all(out.tokens[row, size:] == CONFIG.eos_id), (row, size, out.tokens[row])
+        assert len(out.ids[row]) <= size
+    no_ctc = ASRModel(tiny_model_config(ctc=False))
+    with pytest.raises(ValueError, match="CTC head"):
+        dec.decode(no_ctc, params, batch, "pbeb", 4, adaptive_canvas="ctc")
+    with pytest.raises(ValueError, match="'seconds'"):
+        dec.decode(MODEL, params, batch, "pbeb", 4, adaptive_canvas="frames")
+
+
 def test_bad_decode_requests_name_the_fix(params):
     with pytest.raises(ValueError, match="canvas_length=64"):
         dec.decode(MODEL, params, BATCH, "pbeb", 4, canvas_length=64)

@@ -448,6 +448,96 @@ def test_non_mdm_spec_and_bad_nfe_are_rejected():
 
 
 # ---------------------------------------------------------------------------------------------
+# Logits only for the live positions (masked_logits).
+
+
+def _fake_hidden(params, canvas):
+    """`fake_logits` before its output layer: [B,L,8]."""
+    h = params["emb"][canvas] + params["pos"]
+    return h + jnp.mean(h, axis=1, keepdims=True)
+
+
+def _fake_project(params, hidden, positions):
+    """`fake_logits`' output layer at `positions` [B,K] (the per-position target gathered)."""
+    target = jnp.take_along_axis(params["target"], positions[..., None], axis=1)
+    return params["scale"] * jnp.tanh(hidden) @ params["out"] + params["bias"] + target
+
+
+@functools.cache
+def _jitted_masked(batch_size, spec, nfe, buckets):
+    def run(params, key):
+        return samplers.mdm_sample(
+            samplers.SplitLogitsFn(
+                functools.partial(_fake_hidden, params), functools.partial(_fake_project, params)
+            ),
+            batch_size,
+            L,
+            spec=spec,
+            nfe=nfe,
+            key=key,
+            mask_id=MASK,
+            eos_id=EOS,
+            forbidden_ids=(PAD,),
+            record=True,
+            masked_logits=True,
+            logit_buckets=buckets,
+        )
+
+    return jax.jit(run)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "pbeb",
+        pytest.param("eb(gamma=0.05, proxy=margin)", marks=pytest.mark.slow),
+        pytest.param("topk(schedule=cosine)", marks=pytest.mark.slow),
+        pytest.param("random", marks=pytest.mark.slow),
+        "dfm",  # temperature 1: tokens drawn with the gathered uniforms
+    ],
+)
+def test_masked_logits_commit_the_same_tokens_step_by_step_as_full_logits(spec):
+    params = dict(EOS_MODEL, scale=jnp.float32(1.0))  # low confidence: several steps
+    full = sample(params, spec, nfe=L, key=5)
+    masked = _jitted_masked(B, samplers.parse_sampler(spec), L, (2, 4))(params, jax.random.key(5))
+    steps = int(full.trajectory.steps)
+    assert int(masked.trajectory.steps) == steps
+    np.testing.assert_array_equal(np.asarray(masked.tokens), np.asarray(full.tokens))
+    np.testing.assert_array_equal(np.asarray(masked.nfe_used), np.asarray(full.nfe_used))
+    for name in ("canvas", "committed"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(masked.trajectory, name))[:steps],
+            np.asarray(getattr(full.trajectory, name))[:steps],
+            err_msg=name,
+        )
+    live = _before_each_step(full)[:steps] == MASK  # [S,B,L]
+    for name in ("confidence", "entropy"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(masked.trajectory, name))[:steps][live],
+            np.asarray(getattr(full.trajectory, name))[:steps][live],
+            rtol=1e-6,
+            atol=1e-7,
+        )
+    # The decode went through more than one gather size (2, 4 and the whole canvas of 8).
+    most_live = live.sum(-1).max(-1)  # [S]
+    assert most_live.max() > 4 and most_live.min() <= 4
+
+
+def test_masked_logits_need_a_split_logits_fn_and_positive_buckets():
+    key = jax.random.key(0)
+    common = dict(spec="pbeb", nfe=2, key=key, mask_id=MASK, eos_id=EOS, masked_logits=True)
+    with pytest.raises(TypeError, match="SplitLogitsFn"):
+        samplers.mdm_sample(functools.partial(fake_logits, MODEL), 1, L, **common)
+    split = samplers.SplitLogitsFn(
+        functools.partial(_fake_hidden, MODEL), functools.partial(_fake_project, MODEL)
+    )
+    with pytest.raises(ValueError, match="positive gather sizes"):
+        samplers.mdm_sample(split, 1, L, logit_buckets=(0, 4), **common)
+    assert samplers.masked_logit_buckets(40) == (8, 16, 32, 40)
+    assert samplers.masked_logit_buckets(64) == (8, 16, 32, 64)
+
+
+# ---------------------------------------------------------------------------------------------
 # Outputs and canvas sizing.
 
 

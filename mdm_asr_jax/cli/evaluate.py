@@ -75,7 +75,15 @@ flags.DEFINE_integer(
 flags.DEFINE_bool(
     "adaptive_canvas",
     False,
-    "Size each batch's MDM canvas from its audio length (10 tokens/s, bucketed) instead.",
+    "Size each batch's MDM canvas from a length estimate (--canvas_from), bucketed, instead.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "canvas_from",
+    "seconds",
+    ["seconds", "ctc"],
+    "With --adaptive_canvas: the length estimate, seconds (audio length x 10 tokens/s) or ctc "
+    "(the checkpoint's CTC head: its greedy transcript's length + 25% + 2).",
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("batch_size", 16, "Utterances per batch (per process).", flag_values=FLAGS)
@@ -178,7 +186,7 @@ def run_from_flags() -> list[dict[str, Any]]:
     if FLAGS.canvas_length is not None:
         decode_kwargs["canvas_length"] = FLAGS.canvas_length
     if FLAGS.adaptive_canvas:
-        decode_kwargs["adaptive_canvas"] = True
+        decode_kwargs["adaptive_canvas"] = FLAGS.canvas_from
     try:
         dataset = FLAGS.dataset
         if dataset is not None and dataset.startswith("tfds:"):

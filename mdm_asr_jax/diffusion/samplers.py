@@ -10,7 +10,14 @@ utterance outside the loop. For steps s = 0, 1, ..., S-1:
   0. Start: canvas[b, i] = [MASK] for i < lengths[b], EOS beyond (frozen). A position is *live*
      while it holds [MASK]; a row is *finished* when it has no live position.
   1. logits = logits_fn(canvas), cast to float32. Forbidden ids ([MASK], pad, other specials) get
-     a huge negative logit, so they are never emitted.
+     a huge negative logit, so they are never emitted. With `masked_logits=True` (and a
+     `SplitLogitsFn`: the decoder's last-block outputs, then the vocabulary projection) only the
+     live positions are projected: they are gathered (in position order) into the smallest of a
+     few power-of-two buckets K >= the batch's largest live count (`masked_logit_buckets`;
+     `lax.switch` runs that bucket's branch), so steps 1-2 cost K instead of L positions. Every
+     position is projected on its own, so the live positions get the same logits and the rule
+     the same decisions; positions not projected get confidence / entropy / margin 0 (rules
+     read only live positions).
   2. Per position, all in float32: the candidate token x (argmax; a sample from
      softmax(logits / temperature) when temperature > 0), its confidence p(x), the entropy H of
      the distribution (nats), and (for eb's margin proxy) the margin p1 - p2 of the top two.
@@ -527,6 +534,90 @@ def _row_keys(key: Array, batch_size: int) -> Array:
     return jax.random.split(key, batch_size)
 
 
+class SplitLogitsFn(NamedTuple):
+    """A `logits_fn` in two parts, so the loop can project only the live positions.
+
+    hidden: canvas [B,L] int32 -> the decoder's last-block outputs [B,L,D].
+    project: (hidden [B,K,D] gathered at `positions`, positions [B,K] int32) -> logits [B,K,V];
+      every position on its own (layer norm + output layer), so it gives those positions' logits
+      of the full computation. `positions` lets a caller apply per-position logit rules.
+    Called with a canvas it is a plain `logits_fn` (every position projected).
+    """
+
+    hidden: Callable[[Array], Array]
+    project: Callable[[Array, Array], Array]
+
+    def __call__(self, canvas: Array) -> Array:
+        positions = jnp.broadcast_to(jnp.arange(canvas.shape[1], dtype=jnp.int32), canvas.shape)
+        return self.project(self.hidden(canvas), positions)
+
+
+def masked_logit_buckets(canvas_length: int, smallest: int = 8) -> tuple[int, ...]:
+    """Gather sizes for `masked_logits`: powers of two from `smallest` below L, then L itself.
+
+    A few sizes keep the compiled branches few (one projection each); a power of two wastes at
+    most half of the gathered slots.
+    """
+    if canvas_length < 1:
+        raise ValueError(f"canvas_length={canvas_length} must be >= 1")
+    sizes = []
+    size = max(1, int(smallest))
+    while size < canvas_length:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, int(canvas_length))
+
+
+def _masked_token_stats(
+    logits_fn: SplitLogitsFn,
+    canvas: Array,
+    live: Array,
+    forbidden: Array,
+    buckets: Sequence[int],
+    *,
+    temperature: float,
+    uniform: Array | None,
+    with_margin: bool,
+) -> TokenStats:
+    """`token_stats` of the live positions only (the rest: candidate = canvas, stats 0).
+
+    The live positions of each row, in position order, are gathered into the smallest bucket
+    K >= the batch's largest live count; `lax.switch` runs only that bucket's projection.
+    """
+    batch_size, length = canvas.shape
+    hidden = logits_fn.hidden(canvas)  # [B,L,D]
+    order = jnp.argsort(~live, axis=-1, stable=True).astype(jnp.int32)  # live positions first
+    most_live = jnp.max(jnp.sum(live, axis=-1))
+    sizes = jnp.asarray(buckets, jnp.int32)
+    branch = jnp.minimum(jnp.searchsorted(sizes, most_live), len(buckets) - 1)
+    rows = jnp.arange(batch_size)[:, None]
+
+    def gathered(size: int) -> Callable[..., TokenStats]:
+        def run(hidden: Array, order: Array, canvas: Array, uniform: Array | None) -> TokenStats:
+            positions = order[:, :size]  # [B,K]
+            picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B,K,D]
+            logits = logits_fn.project(picked, positions).astype(jnp.float32)  # [B,K,V]
+            logits = logits.at[..., forbidden].set(NEG_LOGIT)
+            stats = token_stats(
+                logits,
+                temperature=temperature,
+                uniform=None if uniform is None else jnp.take_along_axis(uniform, positions, 1),
+                with_margin=with_margin,
+            )
+            zeros = jnp.zeros((batch_size, length), jnp.float32)
+            scatter = lambda full, part: full.at[rows, positions].set(part)
+            return TokenStats(
+                scatter(canvas, stats.candidate),
+                scatter(zeros, stats.confidence),
+                scatter(zeros, stats.entropy),
+                None if stats.margin is None else scatter(zeros, stats.margin),
+            )
+
+        return run
+
+    return lax.switch(branch, [gathered(int(k)) for k in buckets], hidden, order, canvas, uniform)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop.
 
@@ -545,6 +636,8 @@ def mdm_sample(
     lengths: Array | None = None,
     record: bool = False,
     fixed_steps: bool = False,
+    masked_logits: bool = False,
+    logit_buckets: Sequence[int] | None = None,
 ) -> SampleOutput:
     """Decodes a batch with a masked-diffusion sampler (see the module docstring).
 
@@ -559,6 +652,10 @@ def mdm_sample(
       lengths: [B] per-row canvas lengths (<= L); positions beyond are EOS from the start.
       record: also return the per-step `Trajectory` (buffers [S,B,L]).
       fixed_steps: run exactly S steps (no early exit), for benchmarks; same tokens.
+      masked_logits: project only the live positions onto the vocabulary (`logits_fn` must be
+        a `SplitLogitsFn`); same decisions, recorded stats 0 at positions not projected.
+      logit_buckets: gather sizes for masked_logits (default `masked_logit_buckets(L)`; the
+        whole canvas L is always the last).
     Returns:
       SampleOutput(tokens [B,L] int32, nfe_used [B] int32, trajectory or None).
     """
@@ -575,6 +672,18 @@ def mdm_sample(
     forbidden = sorted({int(i) for i in forbidden_ids} | {int(mask_id)})
     if eos_id in forbidden:
         raise ValueError(f"forbidden_ids contains eos_id={eos_id}; EOS must stay emittable")
+    if masked_logits:
+        if not isinstance(logits_fn, SplitLogitsFn):
+            raise TypeError(
+                "masked_logits=True needs logits_fn as a SplitLogitsFn(hidden, project), got "
+                f"{type(logits_fn).__name__}"
+            )
+        buckets = tuple(sorted({int(k) for k in logit_buckets or ()})) or masked_logit_buckets(
+            canvas_length
+        )
+        if buckets[0] < 1:
+            raise ValueError(f"logit_buckets={buckets} must be positive gather sizes")
+        buckets = tuple(k for k in buckets if k < canvas_length) + (canvas_length,)
     nfe = int(nfe)
     shape = (batch_size, canvas_length)
     position = jnp.arange(canvas_length, dtype=jnp.int32)
@@ -607,20 +716,25 @@ def mdm_sample(
 
     def body(state: DecodeState) -> DecodeState:
         live = state.canvas == mask_id  # [B,L]
-        logits = logits_fn(state.canvas).astype(jnp.float32)  # [B,L,V]
-        logits = logits.at[..., forbidden_arr].set(NEG_LOGIT)
         # One draw per row and step: [..., 0] samples tokens, [..., 1] picks positions.
         uniform = None
         if needs_random:
             uniform = jax.vmap(
                 lambda k: jax.random.uniform(jax.random.fold_in(k, state.step), (canvas_length, 2))
             )(row_keys)  # [B,L,2]
-        stats = token_stats(
-            logits,
+        stat_options = dict(
             temperature=config.temperature,
             uniform=None if uniform is None else uniform[..., 0],
             with_margin=config.rule.needs_margin(config),
         )
+        if masked_logits:
+            stats = _masked_token_stats(
+                logits_fn, state.canvas, live, forbidden_arr, buckets, **stat_options
+            )
+        else:
+            logits = logits_fn(state.canvas).astype(jnp.float32)  # [B,L,V]
+            logits = logits.at[..., forbidden_arr].set(NEG_LOGIT)
+            stats = token_stats(logits, **stat_options)
         commit = select_commits(
             config, stats, live, state.step, nfe, None if uniform is None else uniform[..., 1]
         )

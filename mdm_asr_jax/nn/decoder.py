@@ -209,11 +209,14 @@ class TransformerDecoder(nn.Module):
         cross_kv: CrossKV | None = None,
         token_mask: Array | None = None,
         deterministic: bool = True,
+        return_hidden: bool = False,
     ) -> Array:
         """tokens [B, L] -> logits [B, L, V] (compute dtype).
 
         enc_mask [B, S] marks valid encoder frames. token_mask [B, L] (optional) marks valid
         decoder positions (keys outside it are not attended to). Causal if not bidirectional.
+        return_hidden: return the last block's output [B, L, D] instead (before the final layer
+        norm); `project` turns any subset of its positions into logits.
         """
         length = tokens.shape[1]
         if length > self.config.max_length:
@@ -250,7 +253,15 @@ class TransformerDecoder(nn.Module):
             num_layers=self.config.num_layers,
             remat=self.remat,
         )
-        return self._logits(x)
+        return x if return_hidden else self._logits(x)
+
+    def project(self, hidden: Array) -> Array:
+        """Last-block outputs [..., D] -> logits [..., V]: final layer norm + output layer.
+
+        Every position on its own, so projecting a gathered subset of positions gives those
+        positions' logits of the full `__call__`.
+        """
+        return self._logits(hidden)
 
     def init_cache(self, batch_size: int, max_length: int) -> Cache:
         """Empty per-layer self-attention caches for AR decoding."""

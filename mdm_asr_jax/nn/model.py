@@ -8,6 +8,8 @@ Methods (call through `model.apply(variables, ..., method=...)` or the helpers b
   encode(features [B,T,M], feature_mask [B,T]) -> (encoded [B,S,D], enc_mask [B,S])
   mdm_cross_kv(encoded) -> per-layer cross-attention (k, v), computed once per utterance
   mdm_logits(canvas [B,L], encoded, enc_mask, cross_kv=None) -> [B,L,V]
+  mdm_hidden(canvas, encoded, enc_mask, cross_kv=None) -> [B,L,D]; mdm_project([...,D]) ->
+      [...,V]: the same logits in two parts, so a decoder can project only some positions
   ar_logits(decoder_input [B,L], encoded, enc_mask) -> [B,L,V]        (teacher forcing)
   ar_cross_kv(encoded); ar_init_cache(B, max_len); ar_step(tokens [B,N], position, cache,
       cross_kv, enc_mask) -> (logits [B,N,V], cache)
@@ -85,6 +87,20 @@ class ASRModel(nn.Module):
             tokens, encoded, enc_mask, cross_kv=cross_kv, deterministic=not train
         )
         return logits if prompt is None else logits[:, prompt.shape[1] :]
+
+    def mdm_hidden(
+        self, canvas: Array, encoded: Array | None, enc_mask: Array, cross_kv: CrossKV | None = None
+    ) -> Array:
+        """canvas [B, L] -> the MDM decoder's last-block outputs [B, L, D] at the canvas
+        positions; `mdm_project` of any of them = those positions of `mdm_logits`."""
+        prompt = self._prompt(canvas.shape[0])
+        tokens = canvas if prompt is None else jnp.concatenate([prompt, canvas], axis=1)
+        hidden = self.mdm_decoder(tokens, encoded, enc_mask, cross_kv=cross_kv, return_hidden=True)
+        return hidden if prompt is None else hidden[:, prompt.shape[1] :]
+
+    def mdm_project(self, hidden: Array) -> Array:
+        """MDM decoder outputs [..., D] -> logits [..., V] (final norm + output layer)."""
+        return self.mdm_decoder.project(hidden)
 
     # -- autoregressive decoder ------------------------------------------------------------
     def ar_logits(
