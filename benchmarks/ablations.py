@@ -238,6 +238,11 @@ def pad_rows(
     )
 
 
+def _pad_to(x: np.ndarray, frames: int) -> np.ndarray:
+    """[T,...] -> [frames,...] with zeros."""
+    return np.pad(x, [(0, frames - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
 def length_bins(eval_set: Any, tokenizer: Any, num_bins: int) -> list[np.ndarray]:
     """Manifest indices sorted by reference length in tokens, cut into `num_bins` equal bins."""
     indices = np.asarray(sorted(eval_set.refs), np.int64)
@@ -374,10 +379,9 @@ def sweep(
                 }
                 for number, members in enumerate(bins):
                     picked = [by_index[int(i)] for i in members]
-                    t = max(int(b["features"].shape[1]) for b, _ in picked)
                     batch = pad_rows(
-                        np.stack([b["features"][row, :t] for b, row in picked]),
-                        np.stack([b["feature_mask"][row, :t] for b, row in picked]),
+                        np.stack([_pad_to(b["features"][row], frames) for b, row in picked]),
+                        np.stack([_pad_to(b["feature_mask"][row], frames) for b, row in picked]),
                         np.asarray([b["seconds"][row] for b, row in picked], np.float32),
                         np.asarray([b["index"][row] for b, row in picked], np.int32),
                         bin_rows,
