@@ -238,6 +238,18 @@ def pad_rows(
     )
 
 
+def every_nth(eval_set: Any, every: int) -> Any:
+    """The utterances whose manifest index is a multiple of `every` (a spread-out subset)."""
+    batches = []
+    for batch in eval_set.batches:
+        keep = batch["example_mask"] & (np.asarray(batch["index"]) % every == 0)
+        if keep.any():
+            batches.append({**batch, "example_mask": keep})
+    refs = {i: t for i, t in eval_set.refs.items() if i % every == 0}
+    audio = {i: a for i, a in eval_set.audio.items() if i % every == 0}
+    return dataclasses.replace(eval_set, batches=batches, refs=refs, audio=audio)
+
+
 def _pad_to(x: np.ndarray, frames: int) -> np.ndarray:
     """[T,...] -> [frames,...] with zeros."""
     return np.pad(x, [(0, frames - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
@@ -295,6 +307,7 @@ def sweep(
     max_utterances: int | None,
     num_bins: int,
     repeats: int,
+    every: int = 1,
     samplers_a: Sequence[str] = SAMPLERS_A,
     nfes_a: Sequence[int] = NFES_A,
     lams: Sequence[float] = LAMS_B,
@@ -317,6 +330,8 @@ def sweep(
                 batch_size=64,
                 max_utterances=max_utterances,
             )
+    if every > 1:
+        loaded = {k: every_nth(v, every) for k, v in loaded.items()}
     rows = max(s.num_utterances for s in loaded.values())
     frames = max(int(b["features"].shape[1]) for s in loaded.values() for b in s.batches)
     bin_rows = -(-rows // num_bins)
@@ -506,6 +521,7 @@ def train_part(args: argparse.Namespace, record_for: Any) -> int:
                 max_utterances=args.max_utterances,
                 num_bins=args.bins,
                 repeats=1,
+                every=args.every,
                 samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
                 nfes_a=NFES_E,
                 extra={"ablation_group": "training"},
@@ -528,6 +544,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", default="docs/data/ablations.jsonl", help="JSONL file appended to")
     parser.add_argument("--normalizer", default="basic")
     parser.add_argument("--max_utterances", type=int, default=None, help="first N of each split")
+    parser.add_argument(
+        "--every", type=int, default=1, help="keep utterances whose manifest index %% N == 0"
+    )
     parser.add_argument("--bins", type=int, default=4, help="transcript-length bins for (d)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per bin, fastest kept")
     parser.add_argument("--train", action="store_true", help="run (e): train variants, evaluate")
@@ -549,8 +568,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("pass --workdir=TRAINED_WORKDIR (repeat it for seeds) or --train")
     if args.train and not args.train_root:
         parser.error("--train needs --train_root=DIR (where the training workdirs go)")
-    if args.bins < 1 or args.repeats < 1:
-        parser.error("--bins and --repeats must be >= 1")
+    if args.bins < 1 or args.repeats < 1 or args.every < 1:
+        parser.error("--bins, --repeats and --every must be >= 1")
     return args
 
 
@@ -577,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_utterances=args.max_utterances,
                 num_bins=args.bins,
                 repeats=args.repeats,
+                every=args.every,
             )
         if args.train:
             written += train_part(args, record_for)
