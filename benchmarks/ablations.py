@@ -308,6 +308,7 @@ def sweep(
     num_bins: int,
     repeats: int,
     every: int = 1,
+    with_ar: bool = True,
     samplers_a: Sequence[str] = SAMPLERS_A,
     nfes_a: Sequence[int] = NFES_A,
     lams: Sequence[float] = LAMS_B,
@@ -374,8 +375,9 @@ def sweep(
                     for nfe in nfes_a:
                         record(ev.run(spec, nfe), ablation="samplers", **where)
                         written += 1
-                record(ev.run("ar_greedy"), ablation="samplers", **where)
-                written += 1
+                if with_ar:
+                    record(ev.run("ar_greedy"), ablation="samplers", **where)
+                    written += 1
             if part == "b":
                 for lam in lams:
                     for gamma in gammas:
@@ -547,6 +549,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--every", type=int, default=1, help="keep utterances whose manifest index %% N == 0"
     )
+    parser.add_argument(
+        "--samplers", default=";".join(SAMPLERS_A), help="(a): sampler specs, ';'-separated"
+    )
+    parser.add_argument("--nfes", default=",".join(map(str, NFES_A)), help="(a): NFE caps")
+    parser.add_argument("--no_ar", dest="with_ar", action="store_false", help="(a): skip AR greedy")
+    parser.add_argument("--lams", default=",".join(map(str, LAMS_B)), help="(b): PBEB lambdas")
+    parser.add_argument("--gammas", default=",".join(map(str, GAMMAS_B)), help="(b): PBEB gammas")
     parser.add_argument("--bins", type=int, default=4, help="transcript-length bins for (d)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per bin, fastest kept")
     parser.add_argument("--train", action="store_true", help="run (e): train variants, evaluate")
@@ -564,6 +573,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad := [p for p in parts if p not in PARTS]:
         parser.error(f"--parts: {bad} not in {list(PARTS)}")
     args.parts_list = parts
+    try:
+        args.samplers_list = [x.strip() for x in args.samplers.split(";") if x.strip()]
+        args.nfes_list = [int(x) for x in args.nfes.split(",") if x]
+        args.lams_list = [float(x) for x in args.lams.split(",") if x]
+        args.gammas_list = [float(x) for x in args.gammas.split(",") if x]
+    except ValueError as err:
+        parser.error(f"--nfes / --lams / --gammas: comma-separated numbers ({err})")
     if not args.workdir and not args.train:
         parser.error("pass --workdir=TRAINED_WORKDIR (repeat it for seeds) or --train")
     if args.train and not args.train_root:
@@ -597,6 +613,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_bins=args.bins,
                 repeats=args.repeats,
                 every=args.every,
+                samplers_a=args.samplers_list,
+                nfes_a=args.nfes_list,
+                lams=args.lams_list,
+                gammas=args.gammas_list,
+                with_ar=args.with_ar,
             )
         if args.train:
             written += train_part(args, record_for)
