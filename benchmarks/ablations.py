@@ -405,9 +405,9 @@ def sweep(
                         frames,
                     )
                     refs = {int(i): source.refs[int(i)] for i in members}
-                    part = eval_set_from_batches([batch], refs, None, None, source.source)
+                    bin_set = eval_set_from_batches([batch], refs, None, None, source.source)
                     lengths = [len(run.checkpoint.tokenizer.encode(refs[i])) for i in refs]
-                    ev_bin = evaluator(run, part)
+                    ev_bin = evaluator(run, bin_set)
                     for spec in SAMPLERS_D:
                         best = None
                         for _ in range(repeats):  # the fastest of `repeats` timed passes

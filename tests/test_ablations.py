@@ -255,8 +255,10 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
             data / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t)).astype(np.float32)
         )
         rows.append({"audio": str(data / f"{i}.wav"), "text": text[i]})
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = ablations.open_run(workdir, ["test"])
+    for split in ("test", "test_accent"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = ["test", "test_accent"]
+    run = ablations.open_run(workdir, splits)
     assert run.seed == 3 and run.recipe.startswith("tiny")
     out = tmp_path / "lines.jsonl"
     record = ablations.Recorder(out, {"commit": "c", "machine": "m", "command": "x"})
@@ -278,15 +280,17 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert written == len(lines)
     kinds = [x["ablation"] for x in lines]
-    # a: PBEB at NFE 2 + AR greedy; b: one grid cell; c: 256 skipped, recipe and adaptive at
-    # NFE 16 and 32; d: 2 bins x 3 decoders.
-    assert kinds.count("samplers") == 2 and kinds.count("pbeb_grid") == 1
-    assert kinds.count("canvas") == 5 and kinds.count("length_bins") == 6
+    # Per split: a: PBEB at NFE 2 + AR greedy; b: one grid cell; c: 256 skipped, recipe and
+    # adaptive at NFE 16 and 32; d: 2 bins x 3 decoders. Every part runs for both splits.
+    for split in splits:
+        kinds = [x["ablation"] for x in lines if x["split"] == split]
+        assert kinds.count("samplers") == 2 and kinds.count("pbeb_grid") == 1, split
+        assert kinds.count("canvas") == 5 and kinds.count("length_bins") == 6, split
     skipped = [x for x in lines if x.get("skipped_reason")]
-    assert len(skipped) == 1 and "canvas_length=256" in skipped[0]["skipped_reason"]
+    assert len(skipped) == 2 and "canvas_length=256" in skipped[0]["skipped_reason"]
     for x in lines:
-        assert x["seed"] == 3 and x["commit"] == "c" and x["split"] == "test"
+        assert x["seed"] == 3 and x["commit"] == "c"
         if not x.get("skipped_reason"):
             assert x["n"] in (1, 2, 3) and x["wer"] >= 0  # every=2 keeps indices 0, 2, 4
     bins = [x for x in lines if x["ablation"] == "length_bins"]
-    assert sum(x["n"] for x in bins if x["sampler"] == "ar_greedy") == 3
+    assert sum(x["n"] for x in bins if x["sampler"] == "ar_greedy") == 6
