@@ -279,7 +279,6 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
     )
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert written == len(lines)
-    kinds = [x["ablation"] for x in lines]
     # Per split: a: PBEB at NFE 2 + AR greedy; b: one grid cell; c: 256 skipped, recipe and
     # adaptive at NFE 16 and 32; d: 2 bins x 3 decoders. Every part runs for both splits.
     for split in splits:
