@@ -4,16 +4,10 @@ Inputs (`collect_inputs`): audio files, directories (every audio file below them
 list files (`*.txt` / `*.list`, or any path prefixed with `@`: one audio path per line,
 relative to the list's folder). Missing inputs fail before anything is decoded, naming the path.
 
-Long audio (`split_points`): the model sees at most `window_seconds` at once (30 s for Whisper
-encoders, whose positions stop there; 20 s by default for the others, about the longest
-LibriSpeech training utterances). Longer audio is cut into consecutive, non-overlapping pieces:
-each cut is placed at the quietest point (lowest RMS energy over 50 ms, hop 10 ms) inside the
-last `search_seconds` of the window, so it falls in a pause between words whenever there is one.
-The pieces' transcripts are joined with spaces. Why energy cuts rather than overlapping windows:
-overlapping windows need the two transcripts of the overlap reconciled (word alignment and a
-tie-break), which a non-autoregressive decoder with no timestamps makes guesswork; a cut in a
-pause loses nothing and the merge is exact. Continuous speech with no pause inside the search
-span is still cut (at its quietest frame), and a word straddling that cut may be misrecognised.
+Long audio (`inference.splitting.split_points`): the model sees at most `window_seconds` at
+once (30 s for Whisper encoders, 20 s by default for the others); longer audio is cut into
+consecutive pieces at the quietest point near each window's end (a pause between words whenever
+there is one) and the pieces' transcripts are joined with spaces (why: see that module).
 
 Batching: pieces of a group of files are sorted by length, padded to a few frame buckets
 (`inference.batching.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
@@ -34,12 +28,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from mdm_asr_jax.audio import FRAME_SECONDS, AudioError, load_audio, log_mel_numpy
+from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
 from mdm_asr_jax.checkpoint import LoadedCheckpoint, load_checkpoint
 from mdm_asr_jax.decode import DecodeOutput, decode
 from mdm_asr_jax.eval.metrics import CompileWatcher
 from mdm_asr_jax.inference import InferenceError
-from mdm_asr_jax.inference.batching import make_batch, max_frames
+from mdm_asr_jax.inference.batching import make_batch
 from mdm_asr_jax.inference.heads import check_sampler
 from mdm_asr_jax.inference.placement import (
     inner_params,
@@ -47,12 +41,20 @@ from mdm_asr_jax.inference.placement import (
     place_batch,
     place_params,
 )
-from mdm_asr_jax.nn.config import ModelConfig
-from mdm_asr_jax.nn.encoders import encoder_kind
+from mdm_asr_jax.inference.splitting import default_window_seconds, split_points
 from mdm_asr_jax.nn.model import ASRModel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
+__all__ = [
+    "Transcriber",
+    "Transcript",
+    "TranscribeError",
+    "collect_inputs",
+    "default_window_seconds",
+    "split_points",
+    "summary_line",
+]
 
 
 class TranscribeError(ValueError):
@@ -106,61 +108,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return paths
 
 
-# ---------------------------------------------------------------------------------------------
-# Splitting long audio.
-
-
-def default_window_seconds(
-    model_config: ModelConfig, frame_rate: float = 1.0 / FRAME_SECONDS
-) -> float:
-    """The encoder kind's window (Whisper 30 s, else 20 s), never more than its positions allow."""
-    window = encoder_kind(model_config.encoder).window_seconds
-    limit = max_frames(model_config)
-    if limit is not None:
-        window = min(window, limit / frame_rate)
-    return window
-
-
-def split_points(
-    audio: np.ndarray,
-    sample_rate: int,
-    window_seconds: float,
-    search_seconds: float = 5.0,
-    energy_seconds: float = 0.05,
-) -> list[tuple[int, int]]:
-    """Cuts audio [N] into consecutive pieces of at most `window_seconds` at quiet points.
-
-    Returns [(start, end)] sample ranges that cover [0, N) exactly, without overlap. For each
-    cut, the RMS energy over `energy_seconds` (hop 10 ms) is computed in the last
-    `search_seconds` of the current window and the cut goes at the centre of the quietest
-    frame (the latest one on ties, to keep pieces long). The last piece is at least 1 s long
-    (or a quarter window), so no sliver of audio is decoded on its own.
-    """
-    if window_seconds <= 0:
-        raise ValueError(f"window_seconds={window_seconds} must be > 0")
-    window = int(window_seconds * sample_rate)
-    search = max(1, min(int(search_seconds * sample_rate), window // 2))
-    frame = max(1, int(energy_seconds * sample_rate))
-    hop = max(1, int(FRAME_SECONDS * sample_rate))
-    min_last = min(sample_rate, window // 4)  # never leave a sliver (< 1 s) as the last piece
-    num = audio.shape[0]
-    pieces, start = [], 0
-    while num - start > window:
-        hi = min(start + window, num - min_last)
-        lo = max(start + 1, hi - search)
-        region = audio[max(lo - frame // 2, 0) : hi + frame // 2].astype(np.float64)
-        power = np.convolve(region**2, np.ones(frame) / frame, mode="valid")
-        offsets = np.arange(0, power.shape[0], hop)
-        if offsets.size == 0:
-            cut = hi
-        else:
-            quiet = power[offsets]
-            best = offsets[np.flatnonzero(quiet <= quiet.min())[-1]]
-            cut = int(np.clip(max(lo - frame // 2, 0) + best + frame // 2, lo, hi))
-        pieces.append((start, cut))
-        start = cut
-    pieces.append((start, num))
-    return pieces
+# Splitting long audio: `inference.splitting` (shared with eval, which splits over-long
+# utterances the same way); `split_points` and `default_window_seconds` are re-exported here.
 
 
 # ---------------------------------------------------------------------------------------------
