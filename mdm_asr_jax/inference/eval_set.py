@@ -221,7 +221,8 @@ def split_long_utterances(
     """
     features = checkpoint.feature_config
     rate = features.sample_rate
-    limit = eval_frame_buckets(checkpoint.model_config)[-1]
+    buckets = eval_frame_buckets(checkpoint.model_config)
+    limit = buckets[-1]
     window_seconds = (samples_for_frames(limit, features) - 1) / rate
     items: list[tuple[int, np.ndarray, float, list[int]]] = []
     pieces: dict[int, list[int]] = {}
@@ -250,11 +251,13 @@ def split_long_utterances(
             pieces[index].append(number)
             items.append((number, feats, (end - start) / rate, []))
     items.sort(key=lambda item: item[1].shape[0])
-    pad_id = checkpoint.tokenizer.pad_id
-    batches = [
-        make_batch(items[i : i + batch_size], batch_size, checkpoint.model_config, pad_id)
-        for i in range(0, len(items), batch_size)
-    ]
+    batches = []  # padded to the eval buckets: the shapes the other batches compile anyway
+    for first in range(0, len(items), batch_size):
+        chunk = items[first : first + batch_size]
+        longest = max(item[1].shape[0] for item in chunk)
+        frames = min(b for b in buckets if b >= longest)
+        pad_id = checkpoint.tokenizer.pad_id
+        batches.append(make_batch(chunk, batch_size, checkpoint.model_config, pad_id, frames))
     return batches, pieces
 
 
