@@ -13,11 +13,24 @@ Batching: pieces of a group of files are sorted by length, padded to a few frame
 (`inference.batching.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
 Each file's result carries its text, duration, segments (start, end, text) and its share of
 the batched decode time (proportional to its audio seconds in each batch).
+
+Word times (`word_times=True`, checkpoints with a CTC head): after decoding a batch, the encoder
+and CTC head run once more on it and each piece's hypothesis tokens (whatever sampler produced
+them) are force-aligned to the CTC log-probabilities (`ctc.ctc_forced_align`, Viterbi over the
+CTC topology). A token's time is its aligned encoder frames converted with the encoder frame
+rate (feature frames per encoder frame / feature frame rate: 40 ms for 4x subsampling, 20 ms
+for Whisper); a word starts at the first frame of its first token and ends one encoder frame
+after the last frame of its last token. CTC posteriors are peaky (a token often holds one frame
+and blanks fill the rest), so starts are good to about a frame or two but ends are early: a
+word's trailing sound sits in the blanks that follow it. A piece whose hypothesis cannot be
+aligned (more tokens than encoder frames) gets no word times. This pass is not timed as decode.
+Subtitle output (srt / vtt) lives in `mdm_asr_jax.subtitles`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -30,6 +43,7 @@ import numpy as np
 
 from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
 from mdm_asr_jax.checkpoint import LoadedCheckpoint, load_checkpoint
+from mdm_asr_jax.ctc import ctc_forced_align
 from mdm_asr_jax.decode import DecodeOutput, decode
 from mdm_asr_jax.eval.metrics import CompileWatcher
 from mdm_asr_jax.inference import InferenceError
@@ -43,6 +57,7 @@ from mdm_asr_jax.inference.placement import (
 )
 from mdm_asr_jax.inference.splitting import default_window_seconds, split_points
 from mdm_asr_jax.nn.model import ASRModel
+from mdm_asr_jax.text import Tokenizer
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -118,7 +133,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 @dataclasses.dataclass
 class Transcript:
-    """One input file's result. segments: [(start s, end s, text)] of its pieces."""
+    """One input file's result. segments: [(start s, end s, text)] of its pieces; words:
+    [(start s, end s, word)] from the CTC alignment, or None when not asked for."""
 
     audio: str
     text: str
@@ -126,6 +142,7 @@ class Transcript:
     segments: list[tuple[float, float, str]]
     decode_seconds: float = 0.0
     error: str | None = None
+    words: list[tuple[float, float, str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -137,6 +154,10 @@ class Transcript:
                 {"start": round(s, 3), "end": round(e, 3), "text": t} for s, e, t in self.segments
             ],
         }
+        if self.words is not None:
+            out["words"] = [
+                {"start": round(s, 3), "end": round(e, 3), "word": w} for s, e, w in self.words
+            ]
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -149,6 +170,42 @@ class _Piece:
     end: int
     features: np.ndarray
     text: str = ""
+    words: list[tuple[float, float, str]] | None = None  # times relative to the piece start
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ctc_log_probs(
+    model: ASRModel, params: Any, features: jax.Array, feature_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(log-softmax of the CTC head [B,S,V] float32, encoder frame mask [B,S])."""
+    variables = params if isinstance(params, dict) and "params" in params else {"params": params}
+    encoded, enc_mask = model.apply(variables, features, feature_mask, method=model.encode)
+    logits = model.apply(variables, encoded, method=model.ctc_logits)
+    return jax.nn.log_softmax(logits.astype(np.float32), axis=-1), enc_mask
+
+
+def word_spans(
+    tokenizer: Tokenizer, ids: Sequence[int], spans: np.ndarray
+) -> list[tuple[int, int, str]] | None:
+    """Words of `tokenizer.decode(ids)` with (first frame, last frame) from token `spans` [U, 2].
+
+    A token belongs to the word its text reaches: token i is in word k when the prefix
+    ids[: i + 1] decodes to k + 1 words. None when the word counts do not add up (a tokenizer
+    whose decoding rewrites text across token boundaries).
+    """
+    words = tokenizer.decode(list(ids)).split()
+    counts = [len(tokenizer.decode(list(ids[: i + 1])).split()) for i in range(len(ids))]
+    if not words:
+        return []
+    if not counts or counts[-1] != len(words):
+        return None
+    out = []
+    for k, word in enumerate(words):
+        members = [i for i, c in enumerate(counts) if c == k + 1]
+        if not members:  # a token that completed several words at once
+            members = [next(i for i, c in enumerate(counts) if c > k)]
+        out.append((int(spans[members[0], 0]), int(spans[members[-1], 1]), word))
+    return out
 
 
 class Transcriber:
@@ -172,11 +229,18 @@ class Transcriber:
         seed: int = 0,
         decode_fn: Callable[..., DecodeOutput] = decode,
         decode_kwargs: dict[str, Any] | None = None,
+        word_times: bool = False,
     ):
         if not isinstance(checkpoint, LoadedCheckpoint):
             checkpoint = load_checkpoint(checkpoint)
         self.checkpoint = checkpoint
         config = checkpoint.model_config
+        if word_times and not config.ctc:
+            raise TranscribeError(
+                f"word times come from a CTC head, and {checkpoint.path} has none; drop "
+                "--word_times (segment times are still written)"
+            )
+        self.word_times = bool(word_times)
         sampler = sampler or checkpoint.decoding.sampler_or_default
         nfe = int(nfe) if nfe is not None else checkpoint.decoding.nfe_or_default
         try:
@@ -252,6 +316,27 @@ class Transcriber:
             for row, i in enumerate(chunk):
                 pieces[i].text = tokenizer.decode(ids[row]).strip()
                 shares[pieces[i].file] += elapsed * float(seconds[row]) / total
+            if self.word_times:
+                self._align(device_batch, [(pieces[i], ids[row]) for row, i in enumerate(chunk)])
+
+    def _align(self, device_batch: dict[str, Any], rows: list[tuple[_Piece, list[int]]]) -> None:
+        """Word times of each piece from the CTC alignment of its hypothesis ids."""
+        log_probs, enc_mask = _ctc_log_probs(
+            self.model, self.params, device_batch["features"], device_batch["feature_mask"]
+        )
+        log_probs, enc_mask = np.asarray(log_probs), np.asarray(enc_mask)
+        feature_frames = device_batch["features"].shape[1]
+        frame_seconds = (
+            feature_frames / log_probs.shape[1] / self.checkpoint.feature_config.frame_rate
+        )
+        blank = self.checkpoint.model_config.pad_id
+        for row, (piece, ids) in enumerate(rows):
+            valid = int(enc_mask[row].sum())
+            spans = ctc_forced_align(log_probs[row, :valid], ids, blank)
+            found = None if spans is None else word_spans(self.checkpoint.tokenizer, ids, spans)
+            if found is None:
+                continue
+            piece.words = [(a * frame_seconds, (b + 1) * frame_seconds, w) for a, b, w in found]
 
     def transcribe(
         self, paths: Sequence[str], *, skip_bad: bool = False, group_files: int = 64
@@ -279,7 +364,8 @@ class Transcriber:
                     ) from None
                 results.append(Transcript(path, "", 0.0, [], error=str(err)))
                 continue
-            results.append(Transcript(path, "", audio.shape[0] / rate, []))
+            words = [] if self.word_times else None
+            results.append(Transcript(path, "", audio.shape[0] / rate, [], words=words))
             for start, end in split_points(audio, rate, self.window_seconds, self.search_seconds):
                 feats = log_mel_numpy(audio[start:end], features_config)
                 pieces.append(_Piece(number, start, end, feats))
@@ -288,7 +374,12 @@ class Transcriber:
             self._decode_pieces(pieces, shares)
         for piece in pieces:  # pieces are in file order, then time order
             result = results[piece.file]
-            result.segments.append((piece.start / rate, piece.end / rate, piece.text))
+            start, end = piece.start / rate, piece.end / rate
+            result.segments.append((start, end, piece.text))
+            if result.words is not None:
+                result.words.extend(
+                    (start + a, min(start + b, end), w) for a, b, w in (piece.words or [])
+                )
         for number, result in enumerate(results):
             result.text = " ".join(t for _, _, t in result.segments if t)
             result.decode_seconds = float(shares[number])
