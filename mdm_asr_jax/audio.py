@@ -67,6 +67,11 @@ class AudioError(ValueError):
     """An audio input cannot be used (missing, unreadable, empty or non-finite)."""
 
 
+class NonFiniteAudioError(AudioError):
+    """Audio whose samples include NaN or infinity (reported apart: the file decodes, but its
+    content is broken)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading and writing audio
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +95,7 @@ def _to_mono_resampled(
             "replace it with a non-empty recording"
         )
     if not np.all(np.isfinite(data)):
-        raise AudioError(
+        raise NonFiniteAudioError(
             f"audio {source} contains NaN or infinite samples; re-encode it (e.g. as 16-bit PCM wav)"
         )
     mono = data.mean(axis=1, dtype=np.float64).astype(np.float32)  # [N]

@@ -67,6 +67,9 @@ class DecodingDefaults:
     `DEFAULT_NFE`). canvas_length: the MDM canvas the model was trained with. forbidden_ids:
     ids never emitted (e.g. Whisper's non-speech tokens). begin_forbidden_ids: ids blocked at
     the first AR step. max_len: the AR length cap (Whisper: 224, as faster-whisper).
+    normalizer: the text normaliser the run scored its dev / test WER with (a
+    `text.get_normalizer` name, e.g. "basic" for digit recipes); `mdm-asr-eval` scores with it
+    unless told otherwise (see `scoring_normalizer`).
     """
 
     sampler: str | None = None
@@ -75,6 +78,7 @@ class DecodingDefaults:
     forbidden_ids: tuple[int, ...] = ()
     begin_forbidden_ids: tuple[int, ...] = ()
     max_len: int | None = None
+    normalizer: str | None = None
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any] | None) -> DecodingDefaults:
@@ -89,7 +93,7 @@ class DecodingDefaults:
                 continue
             if name.endswith("_ids"):
                 value = tuple(int(i) for i in value)
-            elif name != "sampler":
+            elif name not in ("sampler", "normalizer"):
                 value = int(value)
             values[name] = value
         return cls(**values)

@@ -75,3 +75,51 @@ def ctc_greedy(
     tokens, lengths = ctc_greedy_tokens(logits, mask, blank_id, forbidden_ids)
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     return [[int(t) for t in row[:n]] for row, n in zip(tokens, lengths, strict=True)]
+
+
+def ctc_forced_align(
+    log_probs: np.ndarray, tokens: Sequence[int], blank_id: int = 0
+) -> np.ndarray | None:
+    """Viterbi alignment of a given token sequence on CTC log-probabilities (host numpy).
+
+    log_probs [S, V] (valid frames only; log-softmax over V), tokens [U] (no blanks). Returns the
+    frame span of every token as int [U, 2] (first frame, last frame; inclusive), or None when no
+    alignment exists (fewer frames than tokens plus the blanks repeated tokens need). The most
+    likely path is taken among those that emit exactly `tokens` in order, with the usual CTC
+    topology (blank between any two tokens optional, required between equal neighbours).
+    """
+    tokens = [int(t) for t in tokens]
+    frames, count = log_probs.shape[0], len(tokens)
+    if count == 0:
+        return np.zeros((0, 2), np.int64)
+    repeats = sum(1 for a, b in zip(tokens, tokens[1:], strict=False) if a == b)
+    if frames < count + repeats:
+        return None
+    states = np.full(2 * count + 1, blank_id, np.int64)
+    states[1::2] = tokens  # [2U+1]: blank, t0, blank, t1, ..., blank
+    skip = np.zeros(2 * count + 1, bool)  # state s may be entered from s - 2
+    skip[3::2] = np.asarray(tokens[1:]) != np.asarray(tokens[:-1])
+    emit = np.asarray(log_probs, np.float64)[:, states]  # [S, 2U+1]
+    neg = -np.inf
+    score = np.full(2 * count + 1, neg)
+    score[:2] = emit[0, :2]
+    back = np.zeros((frames, 2 * count + 1), np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, frames):
+        from1 = np.concatenate([[neg], score[:-1]])
+        from2 = np.where(skip, np.concatenate([[neg, neg], score[:-2]]), neg)
+        stacked = np.stack([score, from1, from2])  # [3, 2U+1]
+        choice = np.argmax(stacked, axis=0)
+        back[t] = choice
+        score = stacked[choice, np.arange(stacked.shape[1])] + emit[t]
+    last = 2 * count if score[2 * count] >= score[2 * count - 1] else 2 * count - 1
+    if not np.isfinite(score[last]):
+        return None
+    spans = np.full((count, 2), -1, np.int64)
+    state = last
+    for t in range(frames - 1, -1, -1):
+        if state % 2 == 1:
+            k = state // 2
+            spans[k, 1] = t if spans[k, 1] < 0 else spans[k, 1]
+            spans[k, 0] = t
+        state -= int(back[t, state])
+    return spans

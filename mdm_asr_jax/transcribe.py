@@ -4,26 +4,33 @@ Inputs (`collect_inputs`): audio files, directories (every audio file below them
 list files (`*.txt` / `*.list`, or any path prefixed with `@`: one audio path per line,
 relative to the list's folder). Missing inputs fail before anything is decoded, naming the path.
 
-Long audio (`split_points`): the model sees at most `window_seconds` at once (30 s for Whisper
-encoders, whose positions stop there; 20 s by default for the others, about the longest
-LibriSpeech training utterances). Longer audio is cut into consecutive, non-overlapping pieces:
-each cut is placed at the quietest point (lowest RMS energy over 50 ms, hop 10 ms) inside the
-last `search_seconds` of the window, so it falls in a pause between words whenever there is one.
-The pieces' transcripts are joined with spaces. Why energy cuts rather than overlapping windows:
-overlapping windows need the two transcripts of the overlap reconciled (word alignment and a
-tie-break), which a non-autoregressive decoder with no timestamps makes guesswork; a cut in a
-pause loses nothing and the merge is exact. Continuous speech with no pause inside the search
-span is still cut (at its quietest frame), and a word straddling that cut may be misrecognised.
+Long audio (`inference.splitting.split_points`): the model sees at most `window_seconds` at
+once (30 s for Whisper encoders, 20 s by default for the others); longer audio is cut into
+consecutive pieces at the quietest point near each window's end (a pause between words whenever
+there is one) and the pieces' transcripts are joined with spaces (why: see that module).
 
 Batching: pieces of a group of files are sorted by length, padded to a few frame buckets
 (`inference.batching.frame_bucket`) and decoded `batch_size` at a time with `mdm_asr_jax.decode`.
 Each file's result carries its text, duration, segments (start, end, text) and its share of
 the batched decode time (proportional to its audio seconds in each batch).
+
+Word times (`word_times=True`, checkpoints with a CTC head): after decoding a batch, the encoder
+and CTC head run once more on it and each piece's hypothesis tokens (whatever sampler produced
+them) are force-aligned to the CTC log-probabilities (`ctc.ctc_forced_align`, Viterbi over the
+CTC topology). A token's time is its aligned encoder frames converted with the encoder frame
+rate (feature frames per encoder frame / feature frame rate: 40 ms for 4x subsampling, 20 ms
+for Whisper); a word starts at the first frame of its first token and ends one encoder frame
+after the last frame of its last token. CTC posteriors are peaky (a token often holds one frame
+and blanks fill the rest), so starts are good to about a frame or two but ends are early: a
+word's trailing sound sits in the blanks that follow it. A piece whose hypothesis cannot be
+aligned (more tokens than encoder frames) gets no word times. This pass is not timed as decode.
+Subtitle output (srt / vtt) lives in `mdm_asr_jax.subtitles`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -34,12 +41,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from mdm_asr_jax.audio import FRAME_SECONDS, AudioError, load_audio, log_mel_numpy
+from mdm_asr_jax.audio import AudioError, load_audio, log_mel_numpy
 from mdm_asr_jax.checkpoint import LoadedCheckpoint, load_checkpoint
+from mdm_asr_jax.ctc import ctc_forced_align
 from mdm_asr_jax.decode import DecodeOutput, decode
 from mdm_asr_jax.eval.metrics import CompileWatcher
 from mdm_asr_jax.inference import InferenceError
-from mdm_asr_jax.inference.batching import make_batch, max_frames
+from mdm_asr_jax.inference.batching import make_batch
 from mdm_asr_jax.inference.heads import check_sampler
 from mdm_asr_jax.inference.placement import (
     inner_params,
@@ -47,12 +55,21 @@ from mdm_asr_jax.inference.placement import (
     place_batch,
     place_params,
 )
-from mdm_asr_jax.nn.config import ModelConfig
-from mdm_asr_jax.nn.encoders import encoder_kind
+from mdm_asr_jax.inference.splitting import default_window_seconds, split_points
 from mdm_asr_jax.nn.model import ASRModel
+from mdm_asr_jax.text import Tokenizer
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 LIST_SUFFIXES = (".txt", ".list", ".lst")
+__all__ = [
+    "Transcriber",
+    "Transcript",
+    "TranscribeError",
+    "collect_inputs",
+    "default_window_seconds",
+    "split_points",
+    "summary_line",
+]
 
 
 class TranscribeError(ValueError):
@@ -106,61 +123,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return paths
 
 
-# ---------------------------------------------------------------------------------------------
-# Splitting long audio.
-
-
-def default_window_seconds(
-    model_config: ModelConfig, frame_rate: float = 1.0 / FRAME_SECONDS
-) -> float:
-    """The encoder kind's window (Whisper 30 s, else 20 s), never more than its positions allow."""
-    window = encoder_kind(model_config.encoder).window_seconds
-    limit = max_frames(model_config)
-    if limit is not None:
-        window = min(window, limit / frame_rate)
-    return window
-
-
-def split_points(
-    audio: np.ndarray,
-    sample_rate: int,
-    window_seconds: float,
-    search_seconds: float = 5.0,
-    energy_seconds: float = 0.05,
-) -> list[tuple[int, int]]:
-    """Cuts audio [N] into consecutive pieces of at most `window_seconds` at quiet points.
-
-    Returns [(start, end)] sample ranges that cover [0, N) exactly, without overlap. For each
-    cut, the RMS energy over `energy_seconds` (hop 10 ms) is computed in the last
-    `search_seconds` of the current window and the cut goes at the centre of the quietest
-    frame (the latest one on ties, to keep pieces long). The last piece is at least 1 s long
-    (or a quarter window), so no sliver of audio is decoded on its own.
-    """
-    if window_seconds <= 0:
-        raise ValueError(f"window_seconds={window_seconds} must be > 0")
-    window = int(window_seconds * sample_rate)
-    search = max(1, min(int(search_seconds * sample_rate), window // 2))
-    frame = max(1, int(energy_seconds * sample_rate))
-    hop = max(1, int(FRAME_SECONDS * sample_rate))
-    min_last = min(sample_rate, window // 4)  # never leave a sliver (< 1 s) as the last piece
-    num = audio.shape[0]
-    pieces, start = [], 0
-    while num - start > window:
-        hi = min(start + window, num - min_last)
-        lo = max(start + 1, hi - search)
-        region = audio[max(lo - frame // 2, 0) : hi + frame // 2].astype(np.float64)
-        power = np.convolve(region**2, np.ones(frame) / frame, mode="valid")
-        offsets = np.arange(0, power.shape[0], hop)
-        if offsets.size == 0:
-            cut = hi
-        else:
-            quiet = power[offsets]
-            best = offsets[np.flatnonzero(quiet <= quiet.min())[-1]]
-            cut = int(np.clip(max(lo - frame // 2, 0) + best + frame // 2, lo, hi))
-        pieces.append((start, cut))
-        start = cut
-    pieces.append((start, num))
-    return pieces
+# Splitting long audio: `inference.splitting` (shared with eval, which splits over-long
+# utterances the same way); `split_points` and `default_window_seconds` are re-exported here.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +133,8 @@ def split_points(
 
 @dataclasses.dataclass
 class Transcript:
-    """One input file's result. segments: [(start s, end s, text)] of its pieces."""
+    """One input file's result. segments: [(start s, end s, text)] of its pieces; words:
+    [(start s, end s, word)] from the CTC alignment, or None when not asked for."""
 
     audio: str
     text: str
@@ -177,6 +142,7 @@ class Transcript:
     segments: list[tuple[float, float, str]]
     decode_seconds: float = 0.0
     error: str | None = None
+    words: list[tuple[float, float, str]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -188,6 +154,10 @@ class Transcript:
                 {"start": round(s, 3), "end": round(e, 3), "text": t} for s, e, t in self.segments
             ],
         }
+        if self.words is not None:
+            out["words"] = [
+                {"start": round(s, 3), "end": round(e, 3), "word": w} for s, e, w in self.words
+            ]
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -200,6 +170,42 @@ class _Piece:
     end: int
     features: np.ndarray
     text: str = ""
+    words: list[tuple[float, float, str]] | None = None  # times relative to the piece start
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ctc_log_probs(
+    model: ASRModel, params: Any, features: jax.Array, feature_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(log-softmax of the CTC head [B,S,V] float32, encoder frame mask [B,S])."""
+    variables = params if isinstance(params, dict) and "params" in params else {"params": params}
+    encoded, enc_mask = model.apply(variables, features, feature_mask, method=model.encode)
+    logits = model.apply(variables, encoded, method=model.ctc_logits)
+    return jax.nn.log_softmax(logits.astype(np.float32), axis=-1), enc_mask
+
+
+def word_spans(
+    tokenizer: Tokenizer, ids: Sequence[int], spans: np.ndarray
+) -> list[tuple[int, int, str]] | None:
+    """Words of `tokenizer.decode(ids)` with (first frame, last frame) from token `spans` [U, 2].
+
+    A token belongs to the word its text reaches: token i is in word k when the prefix
+    ids[: i + 1] decodes to k + 1 words. None when the word counts do not add up (a tokenizer
+    whose decoding rewrites text across token boundaries).
+    """
+    words = tokenizer.decode(list(ids)).split()
+    counts = [len(tokenizer.decode(list(ids[: i + 1])).split()) for i in range(len(ids))]
+    if not words:
+        return []
+    if not counts or counts[-1] != len(words):
+        return None
+    out = []
+    for k, word in enumerate(words):
+        members = [i for i, c in enumerate(counts) if c == k + 1]
+        if not members:  # a token that completed several words at once
+            members = [next(i for i, c in enumerate(counts) if c > k)]
+        out.append((int(spans[members[0], 0]), int(spans[members[-1], 1]), word))
+    return out
 
 
 class Transcriber:
@@ -223,11 +229,18 @@ class Transcriber:
         seed: int = 0,
         decode_fn: Callable[..., DecodeOutput] = decode,
         decode_kwargs: dict[str, Any] | None = None,
+        word_times: bool = False,
     ):
         if not isinstance(checkpoint, LoadedCheckpoint):
             checkpoint = load_checkpoint(checkpoint)
         self.checkpoint = checkpoint
         config = checkpoint.model_config
+        if word_times and not config.ctc:
+            raise TranscribeError(
+                f"word times come from a CTC head, and {checkpoint.path} has none; drop "
+                "--word_times (segment times are still written)"
+            )
+        self.word_times = bool(word_times)
         sampler = sampler or checkpoint.decoding.sampler_or_default
         nfe = int(nfe) if nfe is not None else checkpoint.decoding.nfe_or_default
         try:
@@ -303,6 +316,27 @@ class Transcriber:
             for row, i in enumerate(chunk):
                 pieces[i].text = tokenizer.decode(ids[row]).strip()
                 shares[pieces[i].file] += elapsed * float(seconds[row]) / total
+            if self.word_times:
+                self._align(device_batch, [(pieces[i], ids[row]) for row, i in enumerate(chunk)])
+
+    def _align(self, device_batch: dict[str, Any], rows: list[tuple[_Piece, list[int]]]) -> None:
+        """Word times of each piece from the CTC alignment of its hypothesis ids."""
+        log_probs, enc_mask = _ctc_log_probs(
+            self.model, self.params, device_batch["features"], device_batch["feature_mask"]
+        )
+        log_probs, enc_mask = np.asarray(log_probs), np.asarray(enc_mask)
+        feature_frames = device_batch["features"].shape[1]
+        frame_seconds = (
+            feature_frames / log_probs.shape[1] / self.checkpoint.feature_config.frame_rate
+        )
+        blank = self.checkpoint.model_config.pad_id
+        for row, (piece, ids) in enumerate(rows):
+            valid = int(enc_mask[row].sum())
+            spans = ctc_forced_align(log_probs[row, :valid], ids, blank)
+            found = None if spans is None else word_spans(self.checkpoint.tokenizer, ids, spans)
+            if found is None:
+                continue
+            piece.words = [(a * frame_seconds, (b + 1) * frame_seconds, w) for a, b, w in found]
 
     def transcribe(
         self, paths: Sequence[str], *, skip_bad: bool = False, group_files: int = 64
@@ -330,7 +364,8 @@ class Transcriber:
                     ) from None
                 results.append(Transcript(path, "", 0.0, [], error=str(err)))
                 continue
-            results.append(Transcript(path, "", audio.shape[0] / rate, []))
+            words = [] if self.word_times else None
+            results.append(Transcript(path, "", audio.shape[0] / rate, [], words=words))
             for start, end in split_points(audio, rate, self.window_seconds, self.search_seconds):
                 feats = log_mel_numpy(audio[start:end], features_config)
                 pieces.append(_Piece(number, start, end, feats))
@@ -339,7 +374,12 @@ class Transcriber:
             self._decode_pieces(pieces, shares)
         for piece in pieces:  # pieces are in file order, then time order
             result = results[piece.file]
-            result.segments.append((piece.start / rate, piece.end / rate, piece.text))
+            start, end = piece.start / rate, piece.end / rate
+            result.segments.append((start, end, piece.text))
+            if result.words is not None:
+                result.words.extend(
+                    (start + a, min(start + b, end), w) for a, b, w in (piece.words or [])
+                )
         for number, result in enumerate(results):
             result.text = " ".join(t for _, _, t in result.segments if t)
             result.decode_seconds = float(shares[number])

@@ -1,10 +1,15 @@
 """mdm-asr-transcribe: audio files, directories or list files -> one line of text per file.
 
     mdm-asr-transcribe --checkpoint=DIR talk.flac recordings/ @more_files.txt
-    mdm-asr-transcribe --checkpoint=DIR --jsonl --output=out.jsonl --sampler=ar_greedy a.wav
+    mdm-asr-transcribe --checkpoint=DIR --format=jsonl --output=out.jsonl --sampler=ar_greedy a.wav
+    mdm-asr-transcribe --checkpoint=DIR --format=srt --word_times --output_dir=subs/ a.wav b.wav
 
-Plain output: one line of text per file, in input order. --jsonl: one JSON object per file
-({audio, text, seconds, decode_seconds, segments [{start, end, text}]}). Audio longer than
+--format=txt (default): one line of text per file, in input order. jsonl (or --jsonl): one JSON
+object per file ({audio, text, seconds, decode_seconds, segments [{start, end, text}]}, plus
+words [{start, end, word}] with --word_times). srt / vtt: subtitles, one file per input in
+--output_dir (NAME.srt / NAME.vtt), or to --output / stdout for a single input. --word_times
+(checkpoints with a CTC head) aligns the hypothesis to the CTC head for word times; subtitle
+cues are then cut at words (at most 6 s), else each piece is a cue. Audio longer than
 --window_seconds is cut at pauses and the pieces' texts joined (see `mdm_asr_jax.transcribe`).
 A run summary (audio seconds, decode and compile seconds, RTFx) goes to stderr.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from absl import flags
 
@@ -22,6 +28,7 @@ from mdm_asr_jax.cli.evaluate import user_errors
 from mdm_asr_jax.decode import checkpoint_with_dtype
 from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
 from mdm_asr_jax.eval.evaluate import as_checkpoint
+from mdm_asr_jax.subtitles import to_srt, to_vtt, transcript_cues
 from mdm_asr_jax.transcribe import TranscribeError, Transcriber, collect_inputs, summary_line
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
@@ -58,6 +65,27 @@ flags.DEFINE_float(
 flags.DEFINE_bool(
     "jsonl", False, "Write JSON lines with segments and timings instead of text.", flag_values=FLAGS
 )
+flags.DEFINE_enum(
+    "format",
+    None,
+    ["txt", "jsonl", "srt", "vtt"],
+    "Output format: txt (one line per file), jsonl (segments, timings), srt or vtt (subtitles). "
+    "Default: txt, or jsonl with --jsonl.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+    "word_times",
+    False,
+    "Word start/end times from the checkpoint's CTC head (forced alignment of the hypothesis): "
+    "a words field in jsonl, word-level subtitle cues in srt/vtt.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "srt/vtt: write NAME.srt / NAME.vtt here, one per input (needed for several inputs).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("output", None, "Write here instead of stdout.", flag_values=FLAGS)
 flags.DEFINE_bool(
     "skip_bad",
@@ -83,6 +111,16 @@ def run_from_flags(inputs: Sequence[str]) -> int:
             "--checkpoint is required: a checkpoint directory or training workdir"
         )
     paths = collect_inputs(inputs)
+    fmt = FLAGS.format or ("jsonl" if FLAGS.jsonl else "txt")
+    subtitles = fmt in ("srt", "vtt")
+    if FLAGS.jsonl and fmt != "jsonl":
+        raise TranscribeError(f"--jsonl and --format={fmt} disagree; pass only --format")
+    if FLAGS.output_dir and not subtitles:
+        raise TranscribeError("--output_dir is for --format=srt or vtt; use --output otherwise")
+    if subtitles and len(paths) > 1 and not FLAGS.output_dir:
+        raise TranscribeError(
+            f"{len(paths)} inputs make {len(paths)} subtitle files: pass --output_dir=DIR"
+        )
     checkpoint = FLAGS.checkpoint
     if FLAGS.dtype is not None:
         checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
@@ -94,15 +132,36 @@ def run_from_flags(inputs: Sequence[str]) -> int:
         window_seconds=FLAGS.window_seconds,
         search_seconds=FLAGS.search_seconds,
         seed=FLAGS.seed,
+        word_times=FLAGS.word_times,
     )
-    out = open(FLAGS.output, "w", encoding="utf-8") if FLAGS.output else sys.stdout  # noqa: SIM115
-    count = 0
+    if FLAGS.output_dir:
+        Path(FLAGS.output_dir).mkdir(parents=True, exist_ok=True)
+    writing_files = subtitles and FLAGS.output_dir
+    out = (
+        open(FLAGS.output, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        if FLAGS.output and not writing_files
+        else sys.stdout
+    )
+    count, used = 0, {}
     try:
         for result in transcriber.transcribe(paths, skip_bad=FLAGS.skip_bad):
             if result.error is not None:
                 print(f"mdm-asr-transcribe: skipped: {result.error}", file=sys.stderr)
-            line = json.dumps(result.to_json(), ensure_ascii=False) if FLAGS.jsonl else result.text
-            out.write(line + "\n")
+            if subtitles:
+                cues = transcript_cues(result)
+                text = to_srt(cues) if fmt == "srt" else to_vtt(cues)
+                if writing_files:
+                    stem = Path(result.audio).stem  # a.wav -> a.srt; a second a.wav -> a.2.srt
+                    used[stem] = used.get(stem, 0) + 1
+                    name = stem if used[stem] == 1 else f"{stem}.{used[stem]}"
+                    target = Path(FLAGS.output_dir) / f"{name}.{fmt}"
+                    target.write_text(text, encoding="utf-8")
+                else:
+                    out.write(text)
+            elif fmt == "jsonl":
+                out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            else:
+                out.write(result.text + "\n")
             out.flush()
             count += 1
     finally:

@@ -42,13 +42,15 @@ class Problem:
 
     `where` names the source (manifest path or TFDS split), `line` is the 1-based manifest line
     (record index + 1 for TFDS), `reason` is a short category (e.g. "missing audio file") used
-    for the summary counts, `detail` a human readable explanation.
+    for the summary counts, `detail` a human readable explanation, `audio` the line's audio
+    path as written (empty when the line names none).
     """
 
     where: str
     line: int
     reason: str
     detail: str = ""
+    audio: str = ""
 
     def __str__(self) -> str:
         detail = f": {self.detail}" if self.detail else ""
@@ -143,7 +145,7 @@ class ManifestEntry:
 
 
 def _check_line(
-    raw: str, line: int, manifest_dir: str, where: str, check_files: bool
+    raw: str, line: int, manifest_dir: str, where: str, check_files: bool, allow_empty_text: bool
 ) -> ManifestEntry | Problem | None:
     stripped = raw.strip()
     if not stripped:
@@ -161,12 +163,14 @@ def _check_line(
     if not isinstance(audio, str) or not audio:
         return Problem(where, line, "bad audio path", "'audio' must be a non-empty string")
     if not isinstance(text, str):
-        return Problem(where, line, "bad text", "'text' must be a string")
-    if not text.strip():
-        return Problem(where, line, "empty transcript", "'text' is empty")
+        return Problem(where, line, "bad text", "'text' must be a string", audio)
+    if not text.strip() and not allow_empty_text:
+        return Problem(where, line, "empty transcript", "'text' is empty", audio)
     seconds = record.get("seconds")
     if seconds is not None and (not isinstance(seconds, int | float) or seconds < 0):
-        return Problem(where, line, "bad seconds", f"'seconds' must be >= 0, got {seconds!r}")
+        return Problem(
+            where, line, "bad seconds", f"'seconds' must be >= 0, got {seconds!r}", audio
+        )
     if paths.is_remote(audio) or paths.is_remote(manifest_dir):
         # gs://: one request per file would make reading a large manifest slow; a missing file
         # is reported when it is loaded.
@@ -174,7 +178,7 @@ def _check_line(
     else:
         path = audio if os.path.isabs(audio) else os.path.join(manifest_dir, audio)
         if check_files and not os.path.isfile(path):
-            return Problem(where, line, "missing audio file", path)
+            return Problem(where, line, "missing audio file", path, audio)
         path = os.path.normpath(path)
     extra = {k: v for k, v in record.items() if k not in ("audio", "text", "seconds", "id", "lang")}
     return ManifestEntry(
@@ -191,13 +195,19 @@ def _check_line(
 
 
 def read_manifest(
-    path: str | os.PathLike, *, strict: bool = False, check_files: bool = True
+    path: str | os.PathLike,
+    *,
+    strict: bool = False,
+    check_files: bool = True,
+    allow_empty_text: bool = False,
 ) -> tuple[list[ManifestEntry], list[Problem]]:
     """Reads and validates a JSONL manifest.
 
     Returns (entries, problems): the valid lines, and one `Problem` per bad line (bad JSON,
     missing key, empty transcript, missing audio file when `check_files`). With `strict=True` the
     first problem raises `ManifestError` naming the file, the line and the reason.
+    `allow_empty_text` keeps lines whose text is empty (eval scores them: every hypothesis word
+    is an insertion); training never wants them.
     """
     path = os.fspath(paths.resolve(path, "manifest"))  # local or gs://
     if not epath.Path(path).is_file():
@@ -207,7 +217,7 @@ def read_manifest(
     problems: list[Problem] = []
     with epath.Path(path).open(encoding="utf-8") as f:
         for line, raw in enumerate(f, start=1):
-            result = _check_line(raw, line, manifest_dir, path, check_files)
+            result = _check_line(raw, line, manifest_dir, path, check_files, allow_empty_text)
             if isinstance(result, Problem):
                 if strict:
                     raise ManifestError(

@@ -4,7 +4,8 @@ Steps (`make_pipeline`):
 
 1. **Plan (main process, once).** Open the source (JSONL manifest or TFDS split), tokenize every
    transcript and take every duration (manifest `seconds` or the audio header). Drop, count and
-   report utterances with an empty transcript, too many tokens, or audio too long or too short
+   report utterances with an empty transcript (training only: eval scores them), too many
+   tokens, or audio too long or too short
    (`DataReport`, with manifest line numbers; `strict=True` fails on the first). Each remaining
    utterance gets a bucket: the smallest (frames, tokens) shape of `frame_buckets` x
    `token_buckets` that holds it. Every batch has one of these shapes, so the train step compiles
@@ -48,12 +49,17 @@ import grain
 import numpy as np
 from absl import flags, logging
 
-from mdm_asr_jax.audio import FeatureConfig, log_mel_numpy
+from mdm_asr_jax.audio import FeatureConfig, NonFiniteAudioError, log_mel_numpy
 from mdm_asr_jax.data.manifest import DataReport, ManifestError, Problem
 from mdm_asr_jax.data.sources import open_source
 
-_OK, _UNREADABLE, _LONGER_THAN_BUCKET = 0, 1, 2
-_FAILURE_REASONS = {_UNREADABLE: "unreadable audio", _LONGER_THAN_BUCKET: "too long"}
+_OK, _UNREADABLE, _LONGER_THAN_BUCKET, _NON_FINITE = 0, 1, 2, 3
+_FAILURE_REASONS = {
+    _UNREADABLE: "unreadable audio",
+    _LONGER_THAN_BUCKET: "too long",
+    _NON_FINITE: "non-finite audio",
+}
+_DETAIL_CHARS = 240  # load-failure messages ride in the batch as fixed-width strings
 _FOREVER = 2**40  # "infinite" epoch count for training: MapDataset needs a length.
 
 
@@ -243,6 +249,7 @@ class _BatchLoader:
             "seconds": np.zeros(b, np.float32),
             "index": np.full(b, -1, np.int32),
             "_failure": np.zeros(b, np.int8),
+            "_failure_detail": np.zeros(b, f"U{_DETAIL_CHARS}"),
         }
         if plan.output == "audio":
             samples = samples_for_frames(frames, config)
@@ -259,11 +266,14 @@ class _BatchLoader:
                 audio = self._source.load(position)
             except ValueError as err:  # AudioError is a ValueError
                 logging.warning("Cannot load %s: %s", self._source.where, err)
-                batch["_failure"][slot] = _UNREADABLE
+                non_finite = isinstance(err, NonFiniteAudioError)
+                batch["_failure"][slot] = _NON_FINITE if non_finite else _UNREADABLE
+                batch["_failure_detail"][slot] = str(err)[:_DETAIL_CHARS]
                 continue
             num_frames = int(config.num_frames(audio.size))
             if num_frames > frames + 2:  # More than rounding of the manifest's `seconds`.
                 batch["_failure"][slot] = _LONGER_THAN_BUCKET
+                batch["_failure_detail"][slot] = f"{num_frames} frames > {frames} when decoded"
                 continue
             if plan.output == "audio":
                 kept = min(audio.size, batch["audio"].shape[1])
@@ -312,14 +322,28 @@ def device_features(batch: Mapping[str, Any], feature_config: FeatureConfig) -> 
 class _ReportFailures:
     """Main-process map after the workers: moves load failures into the DataReport."""
 
-    def __init__(self, report: DataReport, where: str, strict: bool):
-        self._report, self._where, self._strict = report, where, strict
+    def __init__(self, report: DataReport, source: Any, strict: bool):
+        self._report, self._source, self._strict = report, source, strict
+        self._by_index: dict[int, int] | None = None
+
+    def _audio(self, index: int) -> str:
+        if self._by_index is None:
+            self._by_index = {self._source.index(i): i for i in range(len(self._source))}
+        position = self._by_index.get(index)
+        return "" if position is None else str(self._source.describe(position).get("audio", ""))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         failure = batch.pop("_failure")
+        details = batch.pop("_failure_detail")
         for slot in np.flatnonzero(failure):
-            line = int(batch["index"][slot]) + 1
-            problem = Problem(self._where, line, _FAILURE_REASONS[int(failure[slot])])
+            index = int(batch["index"][slot])
+            problem = Problem(
+                self._source.where,
+                index + 1,
+                _FAILURE_REASONS[int(failure[slot])],
+                str(details[slot]),
+                self._audio(index),
+            )
             if self._strict:
                 raise ManifestError(f"{problem} (fix it, or run without --strict to skip it)")
             self._report.add(problem)
@@ -441,7 +465,7 @@ def make_pipeline(
                 num_workers=config.num_workers, per_worker_buffer_size=config.worker_buffer
             )
         )
-    iter_dataset = iter_dataset.map(_ReportFailures(report, source.where, config.strict))
+    iter_dataset = iter_dataset.map(_ReportFailures(report, source, config.strict))
     report.log_summary()
     pipeline = Pipeline(config, source, iter_dataset, plan, report)
     logging.info(
@@ -466,7 +490,8 @@ def _plan(
     positions, buckets, token_rows = [], [], []
 
     def drop(i: int, reason: str, detail: str) -> None:
-        problem = Problem(source.where, source.index(i) + 1, reason, detail)
+        audio = str(source.describe(i).get("audio", "")) if hasattr(source, "describe") else ""
+        problem = Problem(source.where, source.index(i) + 1, reason, detail, audio)
         if config.strict:
             raise ManifestError(f"{problem} (fix it, or run without --strict to skip it)")
         report.add(problem)
@@ -476,7 +501,7 @@ def _plan(
         seconds = source.seconds(i)
         ids = tokenizer.encode(text) if text.strip() else []
         frames = int(feature_config.num_frames(int(round(seconds * feature_config.sample_rate))))
-        if not ids:
+        if not ids and train:  # eval keeps them: hypothesis words score as insertions
             drop(i, "empty transcript", "no tokens")
         elif len(ids) > config.max_tokens:
             drop(i, "too many tokens", f"{len(ids)} > max_tokens={config.max_tokens}")

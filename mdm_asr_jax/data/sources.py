@@ -60,10 +60,17 @@ class ManifestSource:
     before training starts.
     """
 
-    def __init__(self, path: str, *, strict: bool = False, probe_threads: int = 16):
+    def __init__(
+        self,
+        path: str,
+        *,
+        strict: bool = False,
+        probe_threads: int = 16,
+        allow_empty_text: bool = False,
+    ):
         self.path = os.path.abspath(path)
         self.where = path
-        entries, problems = read_manifest(path, strict=strict)
+        entries, problems = read_manifest(path, strict=strict, allow_empty_text=allow_empty_text)
         missing = [i for i, e in enumerate(entries) if e.seconds is None]
         seconds = [e.seconds for e in entries]
         if missing:
@@ -71,7 +78,13 @@ class ManifestSource:
                 probed = list(pool.map(_probe_seconds, [entries[i].audio for i in missing]))
             for i, value in zip(missing, probed, strict=True):
                 if isinstance(value, str):
-                    problem = Problem(path, entries[i].line, "unreadable audio", value)
+                    problem = Problem(
+                        path,
+                        entries[i].line,
+                        "unreadable audio",
+                        value,
+                        entries[i].audio_as_written,
+                    )
                     if strict:
                         raise ManifestError(f"{problem} (fix the file or run without --strict)")
                     problems.append(problem)
@@ -283,10 +296,12 @@ def open_source(
     strict: bool = False,
     tfds_data_dir: str | None = None,
     index_cache_dir: str | None = None,
+    allow_empty_text: bool = False,
 ) -> ManifestSource | TFDSSource:
-    """A manifest path or `tfds:NAME/SPLIT` -> the matching source."""
+    """A manifest path or `tfds:NAME/SPLIT` -> the matching source (`allow_empty_text`: keep
+    manifest lines with an empty transcript, for eval; TFDS records are always kept here)."""
     if not spec:
         raise SourceError("No data source given: set a manifest path or 'tfds:NAME/SPLIT'.")
     if spec.startswith(TFDS_PREFIX):
         return TFDSSource(spec, data_dir=tfds_data_dir, index_cache_dir=index_cache_dir)
-    return ManifestSource(spec, strict=strict)
+    return ManifestSource(spec, strict=strict, allow_empty_text=allow_empty_text)

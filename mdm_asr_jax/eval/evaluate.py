@@ -18,8 +18,11 @@ once per shape inside `decode`. For each run:
      decoder on device + fetching the ids; feature extraction and text detokenisation are not
      timed (they happen once per sweep / after timing).
   2. Hypotheses: ids -> text with the tokenizer; padding examples (example_mask False) dropped.
-  3. Scoring: both sides normalised (Whisper English normaliser by default), edit counts and
-     reference words summed over the corpus and over JAX processes, divided once.
+  3. Scoring: both sides normalised (by default with the normaliser the checkpoint records;
+     see `resolve_normalizer`), edit counts and reference words summed over the corpus and
+     over JAX processes, divided once. Pieces of an utterance that was split at pauses (longer
+     than the encoder takes) are joined first; empty references count hypothesis words as
+     insertions.
 
 Multi-host: each process decodes its own shard of the utterances (every process runs the same
 number of batches, padding with empty ones, so collectives inside `decode` stay in step) and
@@ -27,8 +30,9 @@ the counts and seconds are gathered before division.
 
 Result (the eval-output contract of docs/design.md, one dict per (sampler, nfe)): wer, cer,
 rtfx, compile_seconds, decode_seconds, audio_seconds, n, mean_nfe, sampler, nfe, batch_size,
-device, dtype, normalizer, skipped {count, by_reason, items [{line, reason, detail}]},
-checkpoint, step.
+device, dtype, normalizer, normalizer_source, skipped {count, by_reason, items [{source, line,
+audio, reason, detail}]}, checkpoint, step. `n` counts utterances: an over-long utterance that
+eval split into pieces (`EvalSet.pieces`) is one, scored on its joined hypothesis.
 """
 
 from __future__ import annotations
@@ -72,6 +76,35 @@ from mdm_asr_jax.nn.model import ASRModel
 # stand-in with the same signature.
 DecodeFn = Callable[..., DecodeOutput]
 EvalError = InferenceError  # one error type for the whole read-decode-score path
+DEFAULT_NORMALIZER = "english"  # for checkpoints that record none (older than the field)
+
+
+def resolve_normalizer(
+    normalizer: str | Callable[[str], str] | None, checkpoint: LoadedCheckpoint
+) -> tuple[str | Callable[[str], str], str]:
+    """(normaliser, where it came from) for scoring `checkpoint`.
+
+    In order: `normalizer` when given ("flag"); the checkpoint's `decoding.normalizer`
+    ("checkpoint"); the `eval.normalizer` of the training config a workdir records in its
+    config.json `info` ("training config", for workdirs written before the decoding field);
+    else `DEFAULT_NORMALIZER` ("default", with a one-line warning: the WER of a checkpoint
+    trained on digits or another language may then be meaningless).
+    """
+    if normalizer is not None:
+        return normalizer, "flag"
+    recorded = getattr(checkpoint.decoding, "normalizer", None)
+    if recorded:
+        return recorded, "checkpoint"
+    info = checkpoint.info if isinstance(checkpoint.info, dict) else {}
+    training = ((info.get("config") or {}).get("eval") or {}).get("normalizer")
+    if isinstance(training, str) and training:
+        return training, "training config"
+    logging.warning(
+        "%s records no normaliser; scoring with %r (pass --normalizer to choose)",
+        checkpoint.path,
+        DEFAULT_NORMALIZER,
+    )
+    return DEFAULT_NORMALIZER, "default"
 
 
 class Evaluator:
@@ -82,7 +115,7 @@ class Evaluator:
         checkpoint: LoadedCheckpoint,
         eval_set: EvalSet,
         *,
-        normalizer: str | Callable[[str], str] = "english",
+        normalizer: str | Callable[[str], str] | None = None,
         decode_fn: DecodeFn = decode,
         seed: int | jax.Array = 0,
         with_cer: bool = True,
@@ -99,7 +132,7 @@ class Evaluator:
         batch_size = int(eval_set.batches[0]["example_mask"].shape[0])
         self.mesh = local_data_mesh(batch_size) if shard_batches else None
         self.params = place_params(inner_params(checkpoint.params), self.mesh)
-        self.normalizer = normalizer
+        self.normalizer, self.normalizer_source = resolve_normalizer(normalizer, checkpoint)
         self.decode_fn = decode_fn
         self.seed = seed  # an int, or a jax PRNG key
         defaults = checkpoint.decoding.decode_kwargs(
@@ -169,6 +202,9 @@ class Evaluator:
                 hyps[int(index)] = tokenizer.decode(result.ids[row])
                 nfe_sum += float(result.nfe_used[row])
                 nfe_count += 1
+        for index, numbers in self.eval_set.pieces.items():  # split utterances: join in order
+            texts = [hyps.pop(n, "").strip() for n in numbers]
+            hyps[index] = " ".join(t for t in texts if t)
         return self._score(config, nfe, hyps, timer, nfe_sum, nfe_count, hyps_path)
 
     def _score(
@@ -199,6 +235,7 @@ class Evaluator:
                         "hyp": hyps[i],
                         "sampler": config.spec,
                         "nfe": nfe if config.family == "mdm" else None,
+                        **self._pieces_field(i),
                     }
                     for i in order
                 ],
@@ -222,21 +259,34 @@ class Evaluator:
             "device": device_name(1 if self.mesh is None else self.mesh.size),
             "dtype": self.checkpoint.model_config.dtype,
             "normalizer": normalizer,
+            "normalizer_source": self.normalizer_source,
             "skipped": skipped_summary(report),
             "source": self.eval_set.source,
             "checkpoint": str(self.checkpoint.path),
             "step": self.checkpoint.info.get("step"),
         }
 
+    def _pieces_field(self, index: int) -> dict[str, int]:
+        numbers = self.eval_set.pieces.get(index)
+        return {"pieces": len(numbers)} if numbers is not None else {}
+
 
 def skipped_summary(report: DataReport) -> dict[str, Any]:
-    """The contract's `skipped`: count, count per reason, and each line with its reason."""
+    """The contract's `skipped`: count, count per reason, and each skipped line with its
+    source, 1-based line number, audio path as written (empty when unknown), reason and
+    detail."""
     problems = report.problems
     return {
         "count": len(problems),
         "by_reason": report.counts(),
         "items": [
-            {"source": p.where, "line": p.line, "reason": p.reason, "detail": p.detail}
+            {
+                "source": p.where,
+                "line": p.line,
+                "audio": p.audio,
+                "reason": p.reason,
+                "detail": p.detail,
+            }
             for p in problems
         ],
     }
@@ -303,7 +353,7 @@ def evaluate_sweep(
     samplers: Sequence[str] | None = None,
     nfes: Sequence[int] | None = None,
     batch_size: int = 16,
-    normalizer: str | Callable[[str], str] = "english",
+    normalizer: str | Callable[[str], str] | None = None,
     hyps: str | os.PathLike | None = None,
     strict: bool = False,
     max_utterances: int | None = None,
@@ -317,7 +367,8 @@ def evaluate_sweep(
 
     The checkpoint is loaded and the features computed once. `samplers` / `nfes` default to
     the checkpoint's decoding defaults (its config's `decoding.sampler` / `decoding.nfe`), else
-    PBEB (lam 0.2, gamma 0.05) at 32 NFEs. With several runs, hypotheses go
+    PBEB (lam 0.2, gamma 0.05) at 32 NFEs. `normalizer` defaults to the one the checkpoint
+    records (`resolve_normalizer`; the result's `normalizer_source` says which). With several runs, hypotheses go
     to `hyps` with the run number inserted before the suffix (HYPS.0.jsonl, HYPS.1.jsonl, ...).
     `on_result` is called after each run (the CLI prints one JSON line per run as it goes).
     """

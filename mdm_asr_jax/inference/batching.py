@@ -65,16 +65,18 @@ def make_batch(
     batch_size: int,
     model_config: ModelConfig,
     pad_id: int,
+    num_frames: int | None = None,
 ) -> Batch:
     """A batch dict in the data-pipeline layout from (index, features [T,M], seconds, token ids).
 
     Keys: features [B,T,M], feature_mask [B,T], tokens [B,L], token_lengths [B],
-    example_mask [B], seconds [B], index [B] (-1 on padding rows).
+    example_mask [B], seconds [B], index [B] (-1 on padding rows). T is `num_frames` when
+    given, else `frame_bucket` of the longest item.
     """
     longest = max(feats.shape[0] for _, feats, _, _ in items)
-    features, feature_mask = pad_features(
-        [f for _, f, _, _ in items], batch_size, frame_bucket(longest, model_config)
-    )
+    if num_frames is None:
+        num_frames = frame_bucket(longest, model_config)
+    features, feature_mask = pad_features([f for _, f, _, _ in items], batch_size, num_frames)
     token_len = max(1, max(len(t) for *_, t in items))
     token_len = 1 << (token_len - 1).bit_length()  # power of two: few shapes
     tokens = np.full((batch_size, token_len), pad_id, np.int32)

@@ -243,6 +243,7 @@ def _build_setup(
         sampler=config.eval.sampler,
         nfe=config.eval.nfe,
         canvas_length=config.objective.canvas_length,
+        normalizer=config.eval.normalizer,
     )
     if jax.process_index() == 0:
         ckpt.write_config(
