@@ -1,12 +1,17 @@
 """mdm-asr-transcribe: audio files, directories or list files -> one line of text per file.
 
+Usage:
+  mdm-asr-transcribe --checkpoint=DIR [--flags] AUDIO_OR_DIR_OR_@LIST ...
+
+Examples:
     mdm-asr-transcribe --checkpoint=DIR talk.flac recordings/ @more_files.txt
     mdm-asr-transcribe --checkpoint=DIR --jsonl --output=out.jsonl --sampler=ar_greedy a.wav
 
 Plain output: one line of text per file, in input order. --jsonl: one JSON object per file
 ({audio, text, seconds, decode_seconds, segments [{start, end, text}]}). Audio longer than
 --window_seconds is cut at pauses and the pieces' texts joined (see `mdm_asr_jax.transcribe`).
-A run summary (audio seconds, decode and compile seconds, RTFx) goes to stderr.
+A run summary (audio seconds, decode and compile seconds, RTFx) goes to stderr. Inputs, the
+sampler spec, NFE and sizes are checked before the weights load.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import sys
 from collections.abc import Sequence
 
 from absl import flags
+from etils import epath
 
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.cli.evaluate import user_errors
 from mdm_asr_jax.decode import checkpoint_with_dtype
-from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, parse_sampler
 from mdm_asr_jax.eval.evaluate import as_checkpoint
+from mdm_asr_jax.progress import progress
 from mdm_asr_jax.transcribe import TranscribeError, Transcriber, collect_inputs, summary_line
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
@@ -76,13 +83,29 @@ flags.DEFINE_enum(
 )
 
 
-def run_from_flags(inputs: Sequence[str]) -> int:
-    """Transcribes `inputs` as the parsed flags say; returns the number of files written."""
+def validate_flags() -> None:
+    """Everything cheap, before the weights load: the checkpoint exists, the sampler spec
+    parses, NFE, batch size and window lengths are positive."""
     if not FLAGS.checkpoint:
         raise TranscribeError(
             "--checkpoint is required: a checkpoint directory or training workdir"
         )
-    paths = collect_inputs(inputs)
+    for name in ("nfe", "batch_size", "window_seconds", "search_seconds"):
+        value = getattr(FLAGS, name)
+        if value is not None and value <= 0:
+            raise TranscribeError(f"--{name}={value}: must be positive")
+    if FLAGS.sampler is not None:
+        parse_sampler(FLAGS.sampler)  # SamplerSpecError names the spec and the samplers there are
+    if not epath.Path(FLAGS.checkpoint).exists():
+        raise TranscribeError(
+            f"--checkpoint={FLAGS.checkpoint}: no such checkpoint directory or training workdir"
+        )
+
+
+def run_from_flags(inputs: Sequence[str]) -> int:
+    """Transcribes `inputs` as the parsed flags say; returns the number of files written."""
+    validate_flags()
+    paths = collect_inputs(inputs)  # every input exists, before anything loads
     checkpoint = FLAGS.checkpoint
     if FLAGS.dtype is not None:
         checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
@@ -97,8 +120,10 @@ def run_from_flags(inputs: Sequence[str]) -> int:
     )
     out = open(FLAGS.output, "w", encoding="utf-8") if FLAGS.output else sys.stdout  # noqa: SIM115
     count = 0
+    bar = progress(total=len(paths), desc="transcribe", unit="file")
     try:
         for result in transcriber.transcribe(paths, skip_bad=FLAGS.skip_bad):
+            bar.update(1)
             if result.error is not None:
                 print(f"mdm-asr-transcribe: skipped: {result.error}", file=sys.stderr)
             line = json.dumps(result.to_json(), ensure_ascii=False) if FLAGS.jsonl else result.text
@@ -106,6 +131,7 @@ def run_from_flags(inputs: Sequence[str]) -> int:
             out.flush()
             count += 1
     finally:
+        bar.close()
         if out is not sys.stdout:
             out.close()
     print(summary_line(transcriber, count), file=sys.stderr)
@@ -123,7 +149,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-transcribe)."""
-    run_app(main, FLAGS)
+    run_app(main, FLAGS, doc=__doc__)
 
 
 if __name__ == "__main__":

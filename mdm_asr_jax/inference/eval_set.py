@@ -22,6 +22,7 @@ from mdm_asr_jax.data.sources import SourceError, open_source
 from mdm_asr_jax.inference import InferenceError
 from mdm_asr_jax.inference.batching import Batch, empty_batch_like, eval_frame_buckets
 from mdm_asr_jax.inference.placement import sum_across_processes
+from mdm_asr_jax.progress import progress
 
 EVAL_MAX_TOKENS = 512  # one token bucket in eval (tokens are not decoded from, only shaped)
 
@@ -111,7 +112,17 @@ def load_eval_set(
             train=False,
             source=source,
         )
-        batches = list(pipeline)
+        bar = progress(
+            total=len(source) if jax.process_count() == 1 else None,
+            desc=f"featurise {spec}",
+            unit="utt",
+            leave=False,
+        )
+        batches = []
+        for batch in pipeline:
+            batches.append(batch)
+            bar.update(int(batch["example_mask"].sum()))
+        bar.close()
     except (ManifestError, SourceError, DataConfigError) as err:
         raise InferenceError(str(err)) from None
     refs, audio = {}, {}
