@@ -162,7 +162,7 @@ def parse_nfes(values: Sequence[str]) -> list[int]:
 def check_path(flag: str, value: str, what: str) -> None:
     """Raises EvalError naming `--flag` when the file or directory `value` does not exist."""
     if not epath.Path(value).exists():
-        raise EvalError(f"--{flag}={value}: no such {what}")
+        raise EvalError(f"--{flag}={value} does not exist (give a {what})")
 
 
 def validate_flags() -> None:
@@ -183,7 +183,7 @@ def validate_flags() -> None:
         get_normalizer(FLAGS.normalizer)  # NormalizerError lists the known ones
     check_path("checkpoint", FLAGS.checkpoint, "checkpoint directory or training workdir")
     if FLAGS.manifest is not None:
-        check_path("manifest", FLAGS.manifest, "manifest file")
+        check_path("manifest", FLAGS.manifest, "JSONL manifest file")
 
 
 def run_from_flags() -> list[dict[str, Any]]:

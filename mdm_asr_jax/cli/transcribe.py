@@ -98,7 +98,8 @@ def validate_flags() -> None:
         parse_sampler(FLAGS.sampler)  # SamplerSpecError names the spec and the samplers there are
     if not epath.Path(FLAGS.checkpoint).exists():
         raise TranscribeError(
-            f"--checkpoint={FLAGS.checkpoint}: no such checkpoint directory or training workdir"
+            f"--checkpoint={FLAGS.checkpoint} does not exist (give a checkpoint directory or "
+            "training workdir)"
         )
 
 
