@@ -1,13 +1,20 @@
 """The decoding explorer notebook runs top to bottom (nbclient) and is committed without outputs.
 
-The run uses a tiny random checkpoint (2 layers, width 32; exported with `export_checkpoint`)
-and a 6-utterance FSDD manifest, with MDM_NOTEBOOK_FAST=1 (fewer samplers and NFE values). It
-compiles a dozen decode functions, a few minutes on a 2-core CPU, hence `slow`.
+Two runs, both `slow`:
+- on a tiny random checkpoint (2 layers, width 32; exported with `export_checkpoint`) and a
+  6-utterance FSDD manifest, with MDM_NOTEBOOK_FAST=1 (fewer samplers and NFE values); it
+  compiles a dozen decode functions, a few minutes on a 2-core CPU;
+- the path a fresh Colab runtime takes: no checkpoint, so the notebook trains the demo inline
+  (`configs/demo.py:runlocal`, synthesised corpus included), from a fresh kernel whose working
+  directory is not the checkout; the install cell's clone + pip is replaced by
+  MDM_ASR_NOTEBOOK_LOCAL=<this checkout>, and COLAB_GPU=1 on a CPU-only jax must print the
+  backend warning. About 10 minutes on an idle 2-core CPU.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import flax.linen
@@ -98,6 +105,12 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(tmp_path, monkeypatch)
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()
+    text, html, images = notebook_outputs(notebook)
+    check_figures_and_sweep(text, html, images, utterances=6)
+
+
+def notebook_outputs(notebook) -> tuple[str, str, int]:
+    """(printed text, HTML, number of PNG images) of an executed notebook."""
     text = "\n".join(
         output.get("text", "") or json.dumps(output.get("data", {}).get("text/plain", ""))
         for cell in notebook.cells
@@ -116,6 +129,11 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(tmp_path, monkeypatch)
         if cell.cell_type == "code"
         for output in cell.outputs
     )
+    return text, html, images
+
+
+def check_figures_and_sweep(text: str, html: str, images: int, utterances: int) -> None:
+    """The comparison table, the trajectory grid, the plots and the WER-vs-NFE lines."""
     # Side-by-side table: pbeb, topk and AR greedy (FAST mode), each with its NFE used.
     for spec in ("pbeb(lam=0.2,gamma=0.05", "topk(schedule=linear", "ar_greedy"):
         assert spec in html, f"sampler {spec} missing from the comparison table"
@@ -126,4 +144,42 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(tmp_path, monkeypatch)
     rows = [json.loads(line) for line in text.splitlines() if line.startswith('{"sampler"')]
     nfes = sorted(r["nfe"] for r in rows if r["nfe"] is not None)
     assert nfes == [2, 4], rows
-    assert all(r["n"] == 6 for r in rows), rows
+    assert all(r["n"] == utterances for r in rows), rows
+
+
+@pytest.mark.slow
+def test_notebook_trains_the_demo_inline_from_a_fresh_kernel_as_colab_would(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    workdir = tmp_path / "content"  # Colab's working directory: not a checkout
+    workdir.mkdir()
+    copy = workdir / NOTEBOOK.name
+    shutil.copy(NOTEBOOK, copy)
+    for name in ("MDM_NOTEBOOK_CHECKPOINT", "MDM_NOTEBOOK_MANIFEST", "MDM_NOTEBOOK_AUDIO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the install cell puts the checkout first
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("MDM_ASR_NOTEBOOK_LOCAL", str(REPO))
+    monkeypatch.setenv("MDM_NOTEBOOK_WORKDIR", str(tmp_path / "demo"))
+    monkeypatch.setenv("MDM_NOTEBOOK_DEMO_ARG", "runlocal")
+    monkeypatch.setenv("MDM_NOTEBOOK_DEMO_STEPS", "0")  # runlocal's own 4 steps
+    monkeypatch.setenv("MDM_NOTEBOOK_DEMO_UTTERANCES", "0")
+    monkeypatch.setenv("MDM_NOTEBOOK_FAST", "1")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("COLAB_GPU", "1")  # a GPU runtime whose jax ended up on the CPU
+    notebook = nbformat.read(copy, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=3600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    client.execute()
+    text, html, images = notebook_outputs(notebook)
+    assert f"mdm_asr_jax from {REPO / 'mdm_asr_jax' / '__init__.py'}" in text, text[:2000]
+    assert "backend cpu" in text
+    assert "WARNING: this runtime has a GPU but jax runs on the CPU" in text
+    assert "training configs/demo.py:runlocal for 4 steps" in text
+    assert "trained the demo in" in text
+    assert (tmp_path / "demo" / "data" / "demo" / "test.jsonl").exists()
+    check_figures_and_sweep(text, html, images, utterances=8)

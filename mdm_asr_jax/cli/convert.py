@@ -1,4 +1,7 @@
-"""`mdm-asr-convert SUBCOMMAND --src=DIR --out=DIR`: pre-trained weights -> checkpoint directory.
+"""mdm-asr-convert: pre-trained weights (Whisper, NeMo Canary) -> a checkpoint directory.
+
+Usage:
+  mdm-asr-convert {whisper|nemo} --src=DIR_OR_FILE --out=DIR [--decoders=ar|mdm|ar,mdm]
 
 Subcommands:
   whisper  an HF `openai/whisper-*` directory (config.json + *.safetensors + tokenizer.json) or
@@ -105,7 +108,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (mdm-asr-convert)."""
-    run_app(main, FLAGS)
+    run_app(main, FLAGS, doc=__doc__)
 
 
 if __name__ == "__main__":

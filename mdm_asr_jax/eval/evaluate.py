@@ -71,6 +71,7 @@ from mdm_asr_jax.inference.placement import (
     place_params,
 )
 from mdm_asr_jax.nn.model import ASRModel
+from mdm_asr_jax.progress import progress
 
 # decode(model, params, batch, spec, nfe, key, **decode_kwargs) -> DecodeOutput; tests pass a
 # stand-in with the same signature.
@@ -174,7 +175,10 @@ class Evaluator:
         timer = DecodeTimer()
         hyps: dict[int, str] = {}
         nfe_sum, nfe_count = 0.0, 0
-        for number, batch in enumerate(self._device()):
+        label = f"decode {config.spec}" + (f" nfe={nfe}" if config.family == "mdm" else "")
+        for number, batch in enumerate(
+            progress(self._device(), desc=label, unit="batch", leave=False)
+        ):
             host = self.eval_set.batches[number]
             audio_seconds = float(host["seconds"][host["example_mask"]].sum())
             key = base_key  # decode folds in each row's manifest index: batch-independent

@@ -41,6 +41,7 @@ from mdm_asr_jax.inference.batching import (
 )
 from mdm_asr_jax.inference.placement import sum_across_processes
 from mdm_asr_jax.inference.splitting import split_points
+from mdm_asr_jax.progress import progress
 
 EVAL_MAX_TOKENS = 512  # one token bucket in eval (tokens are not decoded from, only shaped)
 PIECE_INDEX_BASE = 1 << 30  # batch `index` of pieces of split utterances: above any line number
@@ -179,7 +180,16 @@ def load_eval_set(
                 train=False,
                 source=rest,
             )
-            batches = list(pipeline)
+            bar = progress(
+                total=len(rest) if jax.process_count() == 1 else None,
+                desc=f"featurise {spec}",
+                unit="utt",
+                leave=False,
+            )
+            for batch in pipeline:
+                batches.append(batch)
+                bar.update(int(batch["example_mask"].sum()))
+            bar.close()
             report = pipeline.report
     except (ManifestError, SourceError, DataConfigError) as err:
         raise InferenceError(str(err)) from None
