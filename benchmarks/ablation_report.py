@@ -97,13 +97,14 @@ def provenance(lines: Sequence[dict[str, Any]]) -> str:
     commits = sorted({x.get("commit", "?") for x in lines})
     machines = sorted({x.get("machine", "?") for x in lines})
     recipes = sorted({x.get("recipe", "?") for x in lines})
+    measured = next((x for x in lines if "normalizer" in x), {})
     out = ["```bash", *commands, "```", ""]
     out.append(
         "Seeds (workdir): "
         + ", ".join(f"{s} (`{w}`)" for s, w in seeds)
         + f". Recipe: {'; '.join(recipes)}. Commit: {', '.join(f'`{c}`' for c in commits)}. "
-        + f"Machine: {'; '.join(machines)}; {lines[0].get('dtype', 'float32')}, "
-        + f"normaliser `{lines[0].get('normalizer', '?')}`."
+        + f"Machine: {'; '.join(machines)}; {measured.get('dtype', '?')}, "
+        + f"normaliser `{measured.get('normalizer', '?')}`."
     )
     return "\n".join(out)
 
@@ -300,7 +301,7 @@ def canvas_section(lines: list[dict[str, Any]]) -> list[str]:
         "WER %, mean ± half the spread over seeds; RTFx of one padded batch per split."
     )
     out.append("")
-    out.append("| split | canvas | slots | NFE | WER % | passes | RTFx |")
+    out.append("| split | canvas | slots (at most) | NFE | WER % | passes | RTFx |")
     out.append("|---|---|---|---|---|---|---|")
     keys = sorted(
         {(x["split"], x["variant"], x["canvas"], x["nfe"]) for x in measured},

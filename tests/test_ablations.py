@@ -264,7 +264,7 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
     record = ablations.Recorder(out, {"commit": "c", "machine": "m", "command": "x"})
     written = ablations.sweep(
         [run],
-        ["test"],
+        splits,
         ["a", "b", "c", "d"],
         record,
         normalizer="basic",
