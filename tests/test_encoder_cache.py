@@ -17,6 +17,7 @@ def _frozen(manifest, cache: bool, num_steps: int = 4):
     return c
 
 
+@pytest.mark.slow  # compiles a training step several times (> 30 s)
 def test_cached_encoder_outputs_train_exactly_like_a_frozen_encoder(tmp_path):
     manifest = write_corpus(tmp_path / "data")  # 16 utterances = 2 batches of 8 per epoch
     plain = train_and_evaluate(_frozen(manifest, cache=False), tmp_path / "plain")

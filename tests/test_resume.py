@@ -81,6 +81,7 @@ def test_restore_falls_back_to_the_previous_step_and_reports_the_damaged_one(cap
     assert restore_latest_good([], restore_step) == (None, None, [])
 
 
+@pytest.mark.slow  # compiles a training step several times (> 30 s)
 def test_non_finite_loss_stops_the_run_before_a_checkpoint_is_saved(tmp_path):
     manifest = write_corpus(tmp_path / "data")
     config = tiny_train_config(manifest, num_steps=2)

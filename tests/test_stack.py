@@ -68,6 +68,7 @@ def _loop_and_scan(kind: str):
     return loop_model, scan_model, loop_params, stack_layers(loop_params)
 
 
+@pytest.mark.slow  # compiles a training step several times (> 30 s)
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_scan_layers_gives_the_loop_outputs_with_the_same_parameters(kind):
     loop_model, scan_model, loop_params, scan_params = _loop_and_scan(kind)
@@ -82,6 +83,7 @@ def test_scan_layers_gives_the_loop_outputs_with_the_same_parameters(kind):
         np.testing.assert_allclose(scan_out[name], loop_out[name], **TOL, err_msg=name)
 
 
+@pytest.mark.slow  # compiles a training step several times (> 30 s)
 @pytest.mark.parametrize("remat", ["full", "dots_saveable"])
 def test_remat_keeps_loss_and_gradients(remat):
     config = CONFIGS["conformer"]()

@@ -14,6 +14,7 @@ from mdm_asr_jax.train.profile import ProfileError, parse_profile_steps
 from mdm_asr_jax.train.trainer import train_and_evaluate
 
 
+@pytest.mark.slow  # compiles a training step several times (> 30 s)
 def test_profile_steps_writes_a_trace_to_the_workdir(tmp_path):
     manifest = write_corpus(tmp_path / "data")
     config = tiny_train_config(manifest, num_steps=3)
