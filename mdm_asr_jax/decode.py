@@ -7,7 +7,10 @@ canvas / length settings, and by jax per input shapes):
   2. compute every decoder layer's cross-attention K/V once (`mdm_cross_kv` / `ar_cross_kv`);
   3. run the sampler the spec names:
      MDM (`random`, `dfm`, `topk`, `eb`, `pbeb`): `diffusion.samplers.mdm_sample` over
-       logits_fn(canvas) = model.mdm_logits(canvas, cross K/V), canvas [B,L];
+       logits_fn(canvas) = model.mdm_logits(canvas, cross K/V), canvas [B,L], computed in two
+       parts (`model.mdm_hidden`, then `model.mdm_project`) so that `masked_logits=True` can
+       project only the still-masked slots; `adaptive_canvas="ctc"` sizes the canvas from
+       `model.ctc_logits` first (one compiled branch per canvas bucket);
      `ar_greedy` / `ar_beam(size=K)`: `ar.ar_greedy` / `ar.ar_beam` over `model.ar_step` with an
        explicit KV cache (encoder rows repeated K times for beam search);
      `ctc_greedy`: `ctc.ctc_greedy_tokens` on `model.ctc_logits`.

@@ -122,6 +122,64 @@ def test_decode_speed_logits_part_prints_full_and_masked_in_one_line():
     assert record["masked_over_full"] == pytest.approx(record["rtfx_masked"] / record["rtfx_full"])
 
 
+def _tiny_checkpoint_and_manifest(folder: Path) -> tuple[Path, Path]:
+    """A random tiny checkpoint (MDM, AR and CTC heads) and a 2-line manifest of tones."""
+    import flax
+    import jax
+    import numpy as np
+    from tiny import tiny_model_config
+
+    from mdm_asr_jax.audio import FeatureConfig, write_wav
+    from mdm_asr_jax.checkpoint import export_checkpoint
+    from mdm_asr_jax.nn.model import ASRModel, init_params
+    from mdm_asr_jax.text import SentencePieceTokenizer
+
+    words = "zero one two three four five six seven eight nine".split()
+    text = [" ".join(words[(i + j) % 10] for j in range(1 + i % 4)) for i in range(60)]
+    tokenizer = SentencePieceTokenizer.train(
+        text, folder / "spm", vocab_size=24, model_type="word", hard_vocab_limit=False
+    )
+    config = tiny_model_config(vocab_size=tokenizer.vocab_size)
+    shapes = jax.eval_shape(lambda k: init_params(ASRModel(config), k), jax.random.key(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(
+        lambda x: (0.1 * rng.standard_normal(x.shape)).astype(x.dtype),
+        flax.linen.meta.unbox(shapes)["params"],
+    )
+    checkpoint = export_checkpoint(folder / "ckpt", config, params, FeatureConfig(), tokenizer)
+    lines = []
+    for i in range(2):
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * np.arange(8000) / 16000)
+        write_wav(folder / f"u{i}.wav", tone.astype(np.float32))
+        lines.append(json.dumps({"audio": f"u{i}.wav", "text": words[i]}) + "\n")
+    manifest = folder / "test.jsonl"
+    manifest.write_text("".join(lines))
+    return checkpoint, manifest
+
+
+@pytest.mark.slow
+def test_cpu_batch1_prints_one_line_with_every_system_and_the_goal_ratios(tmp_path):
+    checkpoint, manifest = _tiny_checkpoint_and_manifest(tmp_path)
+    result = run_benchmark(
+        "cpu_batch1.py",
+        f"--checkpoint={checkpoint}",
+        f"--manifest={manifest}",
+        "--nfe=2",
+        "--repeats=1",
+        "--faster_whisper=none",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json_lines(result.stdout)
+    assert record["benchmark"] == "cpu_batch1" and record["batch_size"] == 1
+    assert record["utterances"] == 2 and record["device"].startswith("cpu")
+    assert set(record["systems"]) == {"pbeb:fixed", "pbeb:ctc+masked", "ar_greedy"}
+    for name, system in record["systems"].items():
+        assert system["rtfx"] > 0 and 0 <= system["wer"], (name, system)
+        assert 1 <= system["mean_passes"], (name, system)
+    ratios = record["pbeb:fixed_ratios"]
+    assert {"rtfx_over_ar", "wer_minus_ar", "passes_over_ar"} <= set(ratios)
+
+
 @pytest.mark.slow
 def test_train_step_prints_each_objective():
     result = run_benchmark(

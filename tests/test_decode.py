@@ -356,3 +356,18 @@ def test_bfloat16_agrees_with_float32_decisions_where_margins_are_large(params):
     assert wide.sum() >= 8  # the property is checked on real positions
     np.testing.assert_array_equal(full.argmax(-1)[wide], half.argmax(-1)[wide])
     assert np.abs(full - half).max() < 0.05 * np.abs(full).max()  # activations stayed sane
+
+
+def test_mdm_hidden_then_project_equals_mdm_logits_at_any_subset_of_positions(params):
+    variables = {"params": params}
+    encoded, enc_mask = MODEL.apply(
+        variables, BATCH["features"], BATCH["feature_mask"], method=MODEL.encode
+    )
+    canvas = jnp.asarray(np.random.default_rng(0).integers(4, 19, (2, 15)), jnp.int32)
+    logits = MODEL.apply(variables, canvas, encoded, enc_mask, method=MODEL.mdm_logits)
+    hidden = MODEL.apply(variables, canvas, encoded, enc_mask, method=MODEL.mdm_hidden)
+    picked = jnp.asarray([[0, 7, 14], [3, 4, 9]])  # [B,K] canvas positions
+    gathered = jnp.take_along_axis(hidden, picked[..., None], axis=1)
+    projected = MODEL.apply(variables, gathered, method=MODEL.mdm_project)
+    expected = np.take_along_axis(np.asarray(logits), np.asarray(picked)[..., None], axis=1)
+    np.testing.assert_allclose(np.asarray(projected), expected, rtol=1e-5, atol=1e-5)
