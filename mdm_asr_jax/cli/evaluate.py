@@ -99,7 +99,7 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "normalizer",
     "english",
-    "Text normaliser for scoring: english (Whisper's), basic, none.",
+    "Text normaliser for scoring: english (Whisper's), whisper_basic, basic, none.",
     flag_values=FLAGS,
 )
 flags.DEFINE_bool(
