@@ -152,6 +152,31 @@ def test_the_prompt_conditions_both_decoders(params):
         dec.decode(MODEL, params, {**batch, "prompt": batch["prompt"][:, :2]}, "ar_greedy")
 
 
+def test_training_losses_use_each_rows_prompt(params):
+    from mdm_asr_jax.diffusion.process import ProcessConfig
+    from mdm_asr_jax.train.objective import ObjectiveConfig, compute_loss
+
+    objective = ObjectiveConfig(mdm_weight=1.0, ar_weight=1.0, canvas_length=8,
+                                spec_augment=False, process=ProcessConfig(isct_steps=1))  # fmt: skip
+    batch = {**_batch([PROMPT_A, PROMPT_A]), "tokens": np.array([[4, 8, 9], [10, 11, 0]], np.int32),
+             "token_lengths": np.array([3, 2], np.int32), "example_mask": np.ones(2, bool)}  # fmt: skip
+
+    @jax.jit
+    def loss_terms(prompt):
+        step = {**batch, "prompt": prompt}
+        _, metrics = compute_loss(MODEL, params, step, jax.random.key(3), objective, train=False)
+        return metrics["mdm_loss"], metrics["ar_loss"]
+
+    def losses(prompt):  # one compile for per-row prompts, one for None
+        return tuple(float(x) for x in loss_terms(prompt))
+
+    default = losses(None)  # the config's prompt_ids = PROMPT_A for every row
+    assert losses(np.array([PROMPT_A, PROMPT_A], np.int32)) == pytest.approx(default, rel=1e-6)
+    other = losses(np.array([PROMPT_B, PROMPT_B], np.int32))
+    assert other[0] != pytest.approx(default[0], rel=1e-4)
+    assert other[1] != pytest.approx(default[1], rel=1e-4)
+
+
 # -- whisper_basic normaliser --------------------------------------------------------------------
 
 SAMPLES = [
