@@ -162,13 +162,12 @@ def test_training_losses_use_each_rows_prompt(params):
              "token_lengths": np.array([3, 2], np.int32), "example_mask": np.ones(2, bool)}  # fmt: skip
 
     @jax.jit
-    def loss_terms(prompt):
-        step = {**batch, "prompt": prompt}
+    def loss_terms(step):
         _, metrics = compute_loss(MODEL, params, step, jax.random.key(3), objective, train=False)
         return metrics["mdm_loss"], metrics["ar_loss"]
 
     def losses(prompt):  # one compile for per-row prompts, one for None
-        return tuple(float(x) for x in loss_terms(prompt))
+        return tuple(float(x) for x in loss_terms({**batch, "prompt": prompt}))
 
     default = losses(None)  # the config's prompt_ids = PROMPT_A for every row
     assert losses(np.array([PROMPT_A, PROMPT_A], np.int32)) == pytest.approx(default, rel=1e-6)
