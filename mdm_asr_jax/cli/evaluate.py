@@ -113,9 +113,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "normalizer",
     None,
-    "Text normaliser for scoring: english (Whisper's), basic, none. Default: the one the "
-    "checkpoint records (its decoding.normalizer, else its training config's eval.normalizer), "
-    "else english with a warning. The result's normalizer_source says which.",
+    "Text normaliser for scoring: english (Whisper's), whisper_basic, basic, none. Default: the "
+    "one the checkpoint records (its decoding.normalizer, else its training config's "
+    "eval.normalizer), else english with a warning. The result's normalizer_source says which.",
     flag_values=FLAGS,
 )
 flags.DEFINE_bool(

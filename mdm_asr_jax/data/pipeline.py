@@ -25,7 +25,11 @@ Steps (`make_pipeline`):
 Batch (dict of numpy arrays; B = local batch size, T frames, M mel bins, L tokens):
   features [B, T, M] float32 (0 on padded frames), feature_mask [B, T] bool,
   tokens [B, L] int32 (no BOS/EOS, pad_id after the transcript), token_lengths [B] int32,
-  example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad).
+  example_mask [B] bool, seconds [B] float32, index [B] int32 (0-based manifest line, -1 pad);
+  with a tokenizer whose prompt names the language (`tokenizer.language_prompts`, e.g. a
+  multilingual Whisper) also prompt [B, P] int32: each utterance's decoder prompt,
+  `tokenizer.prompt_for(lang)` from the manifest's `lang` key (the tokenizer's own language when
+  the line has none; an unknown code drops the utterance, reported as "unknown language").
 
 Where log-mel is computed (`DataConfig.output`): host log-mel (`audio.log_mel_numpy`, float32 for
 whisper features) costs more than decoding the audio, so it can starve an accelerator
@@ -164,6 +168,8 @@ class _Plan:
     shapes: tuple[tuple[int, int], ...]  # bucket id -> (frames, tokens)
     token_ids: np.ndarray  # [sum of token lengths] int32, concatenated
     token_starts: np.ndarray  # [U + 1] offsets into token_ids
+    prompts: np.ndarray | None  # [U, P] int32 per-utterance decoder prompts, or None
+    default_prompt: np.ndarray | None  # [P] int32 prompt of padding rows
     global_batch: int
     local_batch: int
     process_index: int
@@ -251,6 +257,8 @@ class _BatchLoader:
             "_failure": np.zeros(b, np.int8),
             "_failure_detail": np.zeros(b, f"U{_DETAIL_CHARS}"),
         }
+        if plan.prompts is not None:
+            batch["prompt"] = np.tile(plan.default_prompt, (b, 1))  # [B, P]
         if plan.output == "audio":
             samples = samples_for_frames(frames, config)
             batch["audio"] = np.zeros((b, samples), np.float32)  # [B, N]
@@ -262,6 +270,8 @@ class _BatchLoader:
                 continue
             position = int(plan.positions[row])
             batch["index"][slot] = self._source.index(position)
+            if plan.prompts is not None:
+                batch["prompt"][slot] = plan.prompts[row]
             try:
                 audio = self._source.load(position)
             except ValueError as err:  # AudioError is a ValueError
@@ -487,7 +497,20 @@ def _plan(
     report: DataReport,
 ) -> _Plan:
     frame_edges, token_edges = config.frame_buckets, config.token_lengths
-    positions, buckets, token_rows = [], [], []
+    positions, buckets, token_rows, prompt_rows = [], [], [], []
+    per_language = bool(getattr(tokenizer, "language_prompts", False))
+    lang_of = getattr(source, "lang", None)
+    prompts_by_lang: dict[str | None, tuple[int, ...] | str] = {}
+
+    def prompt_of(i: int) -> tuple[int, ...] | str:
+        """The utterance's prompt, or the reason it has none (an unknown language code)."""
+        lang = lang_of(i) if lang_of is not None else None
+        if lang not in prompts_by_lang:
+            try:
+                prompts_by_lang[lang] = tuple(tokenizer.prompt_for(lang))
+            except ValueError as err:  # TokenizerError
+                prompts_by_lang[lang] = str(err)
+        return prompts_by_lang[lang]
 
     def drop(i: int, reason: str, detail: str) -> None:
         audio = str(source.describe(i).get("audio", "")) if hasattr(source, "describe") else ""
@@ -501,7 +524,10 @@ def _plan(
         seconds = source.seconds(i)
         ids = tokenizer.encode(text) if text.strip() else []
         frames = int(feature_config.num_frames(int(round(seconds * feature_config.sample_rate))))
-        if not ids and train:  # eval keeps them: hypothesis words score as insertions
+        prompt = prompt_of(i) if per_language else ()
+        if isinstance(prompt, str):
+            drop(i, "unknown language", prompt)
+        elif not ids and train:  # eval keeps them: hypothesis words score as insertions
             drop(i, "empty transcript", "no tokens")
         elif len(ids) > config.max_tokens:
             drop(i, "too many tokens", f"{len(ids)} > max_tokens={config.max_tokens}")
@@ -515,14 +541,22 @@ def _plan(
             positions.append(i)
             buckets.append(f_bucket * len(token_edges) + t_bucket)
             token_rows.append(np.asarray(ids, np.int32))
+            prompt_rows.append(prompt)
     shapes = tuple((f, t) for f in frame_edges for t in token_edges)
     lengths = np.array([r.size for r in token_rows], np.int64)
+    default_prompt = np.asarray(tokenizer.prompt_ids if per_language else (), np.int32)
     return _Plan(
         positions=np.asarray(positions, np.int64),
         buckets=np.asarray(buckets, np.int64),
         shapes=shapes,
         token_ids=np.concatenate(token_rows) if token_rows else np.zeros(0, np.int32),
         token_starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        prompts=(
+            np.asarray(prompt_rows, np.int32).reshape(len(prompt_rows), default_prompt.size)
+            if per_language
+            else None
+        ),
+        default_prompt=default_prompt if per_language else None,
         global_batch=config.batch_size,
         local_batch=config.batch_size // process_count,
         process_index=process_index,

@@ -11,6 +11,13 @@
   gutenberg_en.txt`, one sentence per line, 4-16 words) synthesised with eSpeak NG, test set on
   held-out sentences *and* held-out voices; plus FSDD connected digits with one speaker held out
   as a second test set (`test_fsdd`). Written in Whisper's style (case and punctuation kept).
+- `whisper_multilingual`: sentences in each of `languages` (default en, fr, de, es) from
+  `text/gutenberg_{lang}.txt`, made speakable first (`text.orthography`: modern spelling, no
+  digits, German historical spellings left out), synthesised with that language's eSpeak voices;
+  per language, the test set has held-out sentences *and* two held-out voice variants (drawn per
+  language). `num_train`/`num_dev`/`num_test` are per language. Splits: train, dev and test mix
+  the languages (every line carries its `lang`); `test_<lang>` is each language's test set alone
+  (scored with its own normaliser in docs/multilingual.md).
 
 `prepare(name, out_dir, config)` returns {"train": path, "dev": path, "test": path, ...} (plus
 extra test sets such as `test_accent`). A stamp file records the options and the recipe's
@@ -30,14 +37,15 @@ from absl import logging
 from mdm_asr_jax.data import fsdd, synth
 from mdm_asr_jax.data.manifest import read_manifest, write_manifest
 
-RECIPES = ("demo", "digits", "whisper_synth")
+RECIPES = ("demo", "digits", "whisper_synth", "whisper_multilingual")
 # Options only some recipes read; they join the cache stamp of those recipes alone (so adding
 # one never invalidates another recipe's cached corpus).
 EXTRA_OPTIONS = {
-    "whisper_synth": ("text_file", "fsdd_train", "fsdd_test", "min_words", "max_words")
+    "whisper_synth": ("text_file", "fsdd_train", "fsdd_test", "min_words", "max_words"),
+    "whisper_multilingual": ("text_dir", "languages", "min_words", "max_words"),
 }
 # Bumped when a recipe's corpus changes, so a cached corpus of an older version is rebuilt.
-VERSIONS = {"demo": 2, "digits": 2, "whisper_synth": 1}
+VERSIONS = {"demo": 2, "digits": 2, "whisper_synth": 1, "whisper_multilingual": 1}
 # What a user's audio varies (demo and the synthesised part of digits): every bundled English
 # accent but the held-out ones, speaking rate, silence around the speech, level and noise.
 HELD_OUT_ACCENTS = ("en-029", "en-gb-scotland")
@@ -96,6 +104,7 @@ def _absolute_records(manifest: str) -> list[dict[str, Any]]:
             "audio": str(Path(e.audio).absolute()),
             "text": e.text,
             **({"seconds": e.seconds} if e.seconds else {}),
+            **({"lang": e.lang} if e.lang else {}),
         }
         for e in entries
     ]
@@ -121,6 +130,7 @@ def prepare(
     names = ("train", "dev", "test") + {
         "whisper_synth": ("test_fsdd",),
         "demo": ("test_accent",),
+        "whisper_multilingual": tuple(f"test_{lang}" for lang in _languages(opts)),
     }.get(name, ())
     for folder in (out_dir, *(Path(r) / name for r in reuse)):
         found = {s: folder / f"{s}.jsonl" for s in names}
@@ -133,6 +143,8 @@ def prepare(
         manifests = _demo(out_dir, opts, int(config.seed))
     elif name == "whisper_synth":
         manifests = _whisper_synth(out_dir, opts, int(config.seed))
+    elif name == "whisper_multilingual":
+        manifests = _whisper_multilingual(out_dir, opts, int(config.seed))
     else:
         manifests = _digits(out_dir, opts, int(config.seed))
     (out_dir / "recipe.json").write_text(json.dumps(stamp, sort_keys=True))
@@ -292,5 +304,93 @@ def _whisper_synth(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
     ):
         path = out_dir / f"{split}.jsonl"
         write_manifest(path, _absolute_records(source))
+        out[split] = str(path)
+    return out
+
+
+def _languages(opts: Any) -> tuple[str, ...]:
+    """`recipe_options.languages` ("en,fr,de,es") as a tuple, checked against eSpeak's."""
+    raw = opts.get("languages", "") or ""
+    langs = tuple(x.strip() for x in str(raw).split(",") if x.strip())
+    unknown = [x for x in langs if x not in synth.LANGUAGES]
+    if not langs or unknown:
+        raise RecipeError(
+            f"recipe_options.languages={raw!r}: give a comma-separated list of "
+            f"{sorted(synth.LANGUAGES)}"
+        )
+    return langs
+
+
+def default_text_dir() -> str:
+    """`text/` in the first of `data_dirs()` that has it, else ""."""
+    found = [d / "text" for d in data_dirs()]
+    return next((str(p) for p in found if p.is_dir()), "")
+
+
+def select_speakable(
+    path: str, lang: str, count: int, *, min_words: int, max_words: int, seed: int
+) -> tuple[list[str], list[int]]:
+    """`count` distinct speakable `lang` sentences (`text.orthography`, modern spelling) of
+    `min_words`..`max_words` words, drawn at random (seeded) -> (sentences, line numbers)."""
+    from mdm_asr_jax.text.orthography import speakable_sentences
+
+    raw, lines, _ = synth.read_sentences(path)
+    kept, positions, _ = speakable_sentences(raw, lang)
+    pairs = [
+        (s, lines[p])
+        for s, p in zip(kept, positions, strict=True)
+        if min_words <= len(s.split()) <= max_words
+    ]
+    unique = list({s: (s, n) for s, n in reversed(pairs)}.values())[::-1]
+    if len(unique) < count:
+        raise RecipeError(
+            f"{path} has only {len(unique)} distinct speakable {lang} sentences of "
+            f"{min_words}-{max_words} words; ask for fewer (num_train + num_dev + num_test = "
+            f"{count} per language)"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(unique), size=count, replace=False).tolist())
+    return [unique[i][0] for i in chosen], [unique[i][1] for i in chosen]
+
+
+def _whisper_multilingual(out_dir: Path, opts: Any, seed: int) -> dict[str, str]:
+    text_dir = opts.text_dir or default_text_dir()
+    langs = _languages(opts)
+    total = opts.num_train + opts.num_dev + opts.num_test
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
+    out: dict[str, str] = {}
+    for number, lang in enumerate(langs):
+        text_file = Path(text_dir or ".") / f"gutenberg_{lang}.txt"
+        if not text_dir or not text_file.is_file():
+            raise RecipeError(
+                f"the whisper_multilingual recipe needs {text_file.name} (one sentence per line):"
+                " set --config.recipe_options.text_dir=/path/to/folder "
+                f"(or ${DATA_DIR_VARIABLE} to a folder holding text/)"
+            )
+        lang_seed = seed + 1000 * (number + 1)  # its own sentences and held-out voices
+        sentences, lines = select_speakable(
+            str(text_file), lang, total, min_words=opts.min_words, max_words=opts.max_words,
+            seed=lang_seed,
+        )  # fmt: skip
+        manifests = _held_out_synth(
+            "whisper_multilingual",
+            sentences,
+            out_dir / lang,
+            opts,
+            lang_seed,
+            lang=lang,
+            accents=synth.ACCENTS[lang],
+            max_seconds=10.0,
+            source_lines=lines,
+            where=str(text_file),
+        )
+        for split in splits:
+            splits[split] += _absolute_records(manifests[split])
+        path = out_dir / f"test_{lang}.jsonl"
+        write_manifest(path, _absolute_records(manifests["test"]))
+        out[f"test_{lang}"] = str(path)
+    for split, records in splits.items():
+        path = out_dir / f"{split}.jsonl"
+        write_manifest(path, records)
         out[split] = str(path)
     return out

@@ -103,6 +103,10 @@ class ManifestSource:
     def text(self, i: int) -> str:
         return self.entries[i].text
 
+    def lang(self, i: int) -> str | None:
+        """The manifest's `lang` of utterance i (None when the line has none)."""
+        return self.entries[i].lang
+
     def seconds(self, i: int) -> float:
         return float(self._seconds[i])
 

@@ -7,13 +7,17 @@ the MDM decoder and its AR baseline on the same encoder.
 Methods (call through `model.apply(variables, ..., method=...)` or the helpers below):
   encode(features [B,T,M], feature_mask [B,T]) -> (encoded [B,S,D], enc_mask [B,S])
   mdm_cross_kv(encoded) -> per-layer cross-attention (k, v), computed once per utterance
-  mdm_logits(canvas [B,L], encoded, enc_mask, cross_kv=None) -> [B,L,V]
-  mdm_hidden(canvas, encoded, enc_mask, cross_kv=None) -> [B,L,D]; mdm_project([...,D]) ->
-      [...,V]: the same logits in two parts, so a decoder can project only some positions
+  mdm_logits(canvas [B,L], encoded, enc_mask, cross_kv=None, prompt=None) -> [B,L,V]
+  mdm_hidden(canvas, encoded, enc_mask, cross_kv=None, prompt=None) -> [B,L,D];
+      mdm_project([...,D]) -> [...,V]: the same logits in two parts, so a decoder can project
+      only some positions
   ar_logits(decoder_input [B,L], encoded, enc_mask) -> [B,L,V]        (teacher forcing)
   ar_cross_kv(encoded); ar_init_cache(B, max_len); ar_step(tokens [B,N], position, cache,
       cross_kv, enc_mask) -> (logits [B,N,V], cache)
   ctc_logits(encoded) -> [B,S,V]  (blank = pad_id)
+
+`prompt` [B,P] (optional) is each row's decoder prompt (e.g. a multilingual Whisper's language
+token per utterance); None means `config.prompt_ids` for every row. Same length P either way.
 
 Legend: B batch, T frames, M mel bins, S encoder frames, L tokens, V vocabulary, D width.
 """
@@ -63,10 +67,12 @@ class ASRModel(nn.Module):
         return self.encoder(features, feature_mask, deterministic=not train)
 
     # -- masked diffusion decoder ----------------------------------------------------------
-    def _prompt(self, batch_size: int) -> Array | None:
+    def _prompt(self, batch_size: int, prompt: Array | None = None) -> Array | None:
         ids = self.config.prompt_ids
         if not ids:
             return None
+        if prompt is not None:
+            return jnp.asarray(prompt, jnp.int32)
         return jnp.broadcast_to(jnp.asarray(ids, jnp.int32)[None], (batch_size, len(ids)))
 
     def mdm_cross_kv(self, encoded: Array) -> CrossKV:
@@ -79,9 +85,11 @@ class ASRModel(nn.Module):
         enc_mask: Array,
         cross_kv: CrossKV | None = None,
         train: bool = False,
+        prompt: Array | None = None,
     ) -> Array:
-        """canvas [B, L] -> logits [B, L, V] for the canvas positions (prompt prepended inside)."""
-        prompt = self._prompt(canvas.shape[0])
+        """canvas [B, L] -> logits [B, L, V] for the canvas positions (prompt prepended inside;
+        `prompt` [B, P] per row, default `config.prompt_ids`)."""
+        prompt = self._prompt(canvas.shape[0], prompt)
         tokens = canvas if prompt is None else jnp.concatenate([prompt, canvas], axis=1)
         logits = self.mdm_decoder(
             tokens, encoded, enc_mask, cross_kv=cross_kv, deterministic=not train
@@ -89,11 +97,17 @@ class ASRModel(nn.Module):
         return logits if prompt is None else logits[:, prompt.shape[1] :]
 
     def mdm_hidden(
-        self, canvas: Array, encoded: Array | None, enc_mask: Array, cross_kv: CrossKV | None = None
+        self,
+        canvas: Array,
+        encoded: Array | None,
+        enc_mask: Array,
+        cross_kv: CrossKV | None = None,
+        prompt: Array | None = None,
     ) -> Array:
         """canvas [B, L] -> the MDM decoder's last-block outputs [B, L, D] at the canvas
-        positions; `mdm_project` of any of them = those positions of `mdm_logits`."""
-        prompt = self._prompt(canvas.shape[0])
+        positions; `mdm_project` of any of them = those positions of `mdm_logits` (same
+        `prompt` convention)."""
+        prompt = self._prompt(canvas.shape[0], prompt)
         tokens = canvas if prompt is None else jnp.concatenate([prompt, canvas], axis=1)
         hidden = self.mdm_decoder(tokens, encoded, enc_mask, cross_kv=cross_kv, return_hidden=True)
         return hidden if prompt is None else hidden[:, prompt.shape[1] :]

@@ -4,7 +4,8 @@
   sentencepiece  `SentencePieceTokenizer`, trained here
   whisper        `WhisperTokenizer`, OpenAI Whisper's byte-level BPE
   canary         `AggregateTokenizer` (Canary's per-language SentencePiece models), prompts
-  normalize      `get_normalizer`: "english" (Whisper's), "basic", "none"
+  normalize      `get_normalizer`: "english" (Whisper's), "whisper_basic", "basic", "none"
+  orthography    per-language spelling of synthesised text (modernize, unspeakable_reason)
 This module holds the loader (`load_tokenizer`: a checkpoint's tokenizer spec -> the tokenizer)
 and re-exports the public names, so callers import from `mdm_asr_jax.text`.
 """

@@ -1,12 +1,15 @@
 """Text normalisers for scoring (:func:`get_normalizer`).
 
-``"english"`` (Whisper's English normaliser, the default for scoring), ``"basic"``
-(language-agnostic, digits spelled as words) and ``"none"``. Word-error counting lives in
+``"english"`` (Whisper's English normaliser, the default for scoring), ``"whisper_basic"``
+(Whisper's language-agnostic normaliser, the one its multilingual results use: the scoring
+normaliser for fr/de/es here), ``"basic"`` (language-agnostic, digits spelled as words) and
+``"none"``. Word-error counting lives in
 `eval.metrics.count_errors`.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
 
@@ -56,6 +59,29 @@ def basic_normalize(text: str, language: str = "en") -> str:
     return " ".join("".join(out).split())
 
 
+_BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]")  # <...> or [...] (may mix, as Whisper's)
+_PARENTHESISED = re.compile(r"\(([^)]+?)\)")
+
+
+def whisper_basic_normalize(text: str) -> str:
+    """Whisper's basic (language-agnostic) text normaliser, as its paper's multilingual WERs use.
+
+    Lower case; spans in angle or square brackets (``<laugh>``, ``[music]``) and in parentheses
+    removed; NFKC; every mark, symbol and punctuation character (Unicode categories M*, S*, P*)
+    turned into a space, so letters keep precomposed accents ("é" stays, "l'homme" becomes
+    "l homme"); lower case again; whitespace collapsed (and stripped). Digits and number words
+    are left as they are.
+    """
+    text = str(text).lower()
+    text = _BRACKETED.sub("", text)
+    text = _PARENTHESISED.sub("", text)
+    text = "".join(
+        " " if unicodedata.category(ch)[0] in "MSP" else ch
+        for ch in unicodedata.normalize("NFKC", text)
+    ).lower()
+    return " ".join(text.split())
+
+
 def _whitespace_only(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -78,6 +104,8 @@ def get_normalizer(name: str, language: str | None = None) -> Callable[[str], st
       words, so digit strings are only equal when written the same way.
     - ``"basic"`` or ``"basic:<lang>"`` (en, fr, de, es; or pass ``language``): see
       :func:`basic_normalize`; "7 3" == "seven three" == "73".
+    - ``"whisper_basic"``: Whisper's basic normaliser (:func:`whisper_basic_normalize`):
+      lower case, bracketed spans and punctuation/symbols removed, accents kept.
     - ``"none"``: whitespace collapsed only.
     """
     if not isinstance(name, str):
@@ -95,7 +123,9 @@ def get_normalizer(name: str, language: str | None = None) -> Callable[[str], st
         return _english_normalizer()
     if not suffix and base == "none":
         return _whitespace_only
+    if not suffix and base == "whisper_basic":
+        return whisper_basic_normalize
     raise NormalizerError(
-        f"normalizer {name!r} is unknown; use 'english', 'basic' (or 'basic:fr', 'basic:de', "
-        "'basic:es') or 'none'."
+        f"normalizer {name!r} is unknown; use 'english', 'whisper_basic', 'basic' (or "
+        "'basic:fr', 'basic:de', 'basic:es') or 'none'."
     )

@@ -35,7 +35,9 @@ class WhisperTokenizer:
 
     Prompt: English-only models ``(<|startoftranscript|>, <|notimestamps|>)``; multilingual
     ``(<|startoftranscript|>, <|{language}|>, <|{task}|>, <|notimestamps|>)``. With
-    ``timestamps=True`` the ``<|notimestamps|>`` token is left out.
+    ``timestamps=True`` the ``<|notimestamps|>`` token is left out. ``prompt_ids`` is the prompt
+    of ``language``; ``prompt_for(lang)`` gives any other language's (same length), which the data
+    pipeline uses per utterance from the manifest's ``lang`` key.
 
     ``encode`` puts one space before the text (``prefix_space=True``, the default) because
     Whisper emits the first word of a transcript with its leading space (``"ĠHello"``);
@@ -100,18 +102,8 @@ class WhisperTokenizer:
         self.language, self.task = language, task
         self.timestamps, self.prefix_space = bool(timestamps), bool(prefix_space)
 
-        prompt = [self.sot_id]
-        if self.multilingual:
-            language_id = self._tok.token_to_id(f"<|{language}|>")
-            if language_id is None or not (self.sot_id < language_id < self.no_timestamps_id):
-                raise TokenizerError(
-                    f"language={language!r} is not a Whisper language code (e.g. 'en', 'fr', "
-                    "'de', 'es')."
-                )
-            prompt += [language_id, special(f"<|{task}|>")]
-        if not self.timestamps:
-            prompt.append(self.no_timestamps_id)
-        self.prompt_ids: tuple[int, ...] = tuple(prompt)
+        self._task_id = special(f"<|{task}|>") if self.multilingual else None
+        self.prompt_ids: tuple[int, ...] = self.prompt_for(language)
 
         self.pad_id = self.eos_id = self.eot_id
         self.bos_id = self.sot_id
@@ -130,6 +122,41 @@ class WhisperTokenizer:
             if isinstance(vocab, int):
                 kwargs["n_vocab"] = vocab
         return cls(directory / "tokenizer.json", **kwargs)
+
+    @property
+    def language_prompts(self) -> bool:
+        """True when the prompt names the language (multilingual vocabularies): the data
+        pipeline then gives every utterance its own prompt from the manifest's ``lang``."""
+        return self.multilingual
+
+    def language_id(self, language: str) -> int:
+        """The id of ``<|{language}|>``; an error naming the code if Whisper has no such token."""
+        token_id = self._tok.token_to_id(f"<|{language}|>") if isinstance(language, str) else None
+        if token_id is None or not (self.sot_id < token_id < self.no_timestamps_id):
+            raise TokenizerError(
+                f"language={language!r} is not a Whisper language code (e.g. 'en', 'fr', "
+                "'de', 'es')."
+            )
+        return token_id
+
+    def prompt_for(self, language: str | None) -> tuple[int, ...]:
+        """The decoder prompt for one utterance in ``language`` (None: the tokenizer's own).
+
+        Multilingual: ``(<|startoftranscript|>, <|{language}|>, <|{task}|>, <|notimestamps|>)``;
+        every language gives a prompt of the same length, so a batch stacks them [B, P].
+        English-only vocabularies accept only "en" (or None)."""
+        language = self.language if language is None else language
+        prompt = [self.sot_id]
+        if self.multilingual:
+            prompt += [self.language_id(language), self._task_id]
+        elif language != "en":
+            raise TokenizerError(
+                f"language={language!r} on an English-only Whisper vocabulary; English-only "
+                "models transcribe English: convert a multilingual Whisper (e.g. base) instead."
+            )
+        if not self.timestamps:
+            prompt.append(self.no_timestamps_id)
+        return tuple(prompt)
 
     def encode(self, text: str) -> list[int]:
         """Text -> BPE ids (no prompt, no EOS); a leading space is added if ``prefix_space``."""

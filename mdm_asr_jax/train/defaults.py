@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
             max_words=16,
             fsdd_train=300,  # FSDD connected-digit utterances added to train
             fsdd_test=100,  # ... and from the held-out speaker, the test_fsdd set
+            # whisper_multilingual only:
+            text_dir="",  # folder of gutenberg_{lang}.txt ("" = ../shared/data/text)
+            languages="en,fr,de,es",  # comma-separated eSpeak languages; counts are per language
         )
     )
 

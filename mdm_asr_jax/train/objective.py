@@ -148,6 +148,7 @@ def compute_loss(
                 enc_mask,
                 cross_kv,
                 dropout,
+                batch.get("prompt"),  # [B, P] per-utterance prompts (language), else the config's
                 method=model.mdm_logits,
                 rngs={"dropout": step_key},
             )
@@ -181,7 +182,11 @@ def compute_loss(
 
     if config.ar_weight > 0:
         decoder_input, ar_targets, ar_weights = ar.ar_inputs_targets(
-            batch["tokens"], batch["token_lengths"], mcfg.prompt_ids, mcfg.eos_id, mcfg.pad_id
+            batch["tokens"],
+            batch["token_lengths"],
+            mcfg.prompt_ids if batch.get("prompt") is None else batch["prompt"],
+            mcfg.eos_id,
+            mcfg.pad_id,
         )
         logits = model.apply(
             variables,
