@@ -239,7 +239,13 @@ def export_checkpoint(
     params = jax.tree.map(np.asarray, nn.meta.unbox(params))
     params_dir = directory / PARAMS_DIR
     paths.remove_tree(params_dir)
-    with ocp.StandardCheckpointer() as checkpointer:
+    # The caller's process writes alone (e.g. process 0 converting a base model on a pod while
+    # the others wait at a barrier): orbax's save is otherwise a collective of all processes.
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"export_p{me}"
+    )
+    with ocp.StandardCheckpointer(multiprocessing_options=alone) as checkpointer:
         checkpointer.save(params_dir, params)
     return _as_local(directory)
 

@@ -134,12 +134,17 @@ def resolve_base_checkpoint(spec: str, workdir: str | Path) -> str:
             f"{sorted(PACKAGED)} or a checkpoint directory."
         )
     out = paths.resolve(base_checkpoint_dir(spec, workdir))
-    if (out / "config.json").exists():
-        return os.fspath(out)
-    if multihost.is_leader():
+    # Only process 0 looks and converts; every process then meets at the barrier (a process
+    # that skipped it on seeing a half-written config.json would leave the others waiting).
+    if multihost.is_leader() and not _converted(out):
         with tempfile.TemporaryDirectory(prefix="mdm_asr_pretrained_") as scratch:
             src = packaged_source(spec, scratch)  # assembled in local scratch space if needed
             print(f"converting {spec} ({src}) into {out}", flush=True)
             convert_whisper(src, out, decoders=("ar",))
     multihost.barrier("mdm_asr: base checkpoint converted")
     return os.fspath(out)
+
+
+def _converted(out) -> bool:
+    """A finished conversion: config.json and the params written after it."""
+    return (out / "config.json").exists() and (out / "params").exists()

