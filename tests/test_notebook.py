@@ -8,7 +8,7 @@ Two runs, both `slow`:
   (`configs/demo.py:runlocal`, synthesised corpus included), from a fresh kernel whose working
   directory is not the checkout; the install cell's clone + pip is replaced by
   MDM_ASR_NOTEBOOK_LOCAL=<this checkout>, and COLAB_GPU=1 on a CPU-only jax must print the
-  backend warning. About 10 minutes on an idle 2-core CPU.
+  backend warning. One run: 41 minutes on a 2-core x86_64 CPU.
 """
 
 from __future__ import annotations

@@ -194,6 +194,8 @@ def validate_flags() -> None:
     check_path("checkpoint", FLAGS.checkpoint, "checkpoint directory or training workdir")
     if FLAGS.manifest is not None:
         check_path("manifest", FLAGS.manifest, "JSONL manifest file")
+    if FLAGS.tfds_data_dir is not None:
+        check_path("tfds_data_dir", FLAGS.tfds_data_dir, "TFDS data_dir")
 
 
 def run_from_flags() -> list[dict[str, Any]]:
