@@ -35,7 +35,7 @@ TEXT_SUFFIXES = {".py", ".md", ".sh", ".txt", ".cfg", ".toml", ".json", ".yaml",
 
 
 def doc_pages() -> list[Path]:
-    return [README, *sorted(DOCS.glob("*.md"))]
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 def strip_code(markdown: str) -> str:
@@ -129,10 +129,9 @@ def test_every_relative_link_resolves(page):
 
 
 def test_every_docs_page_is_listed_in_the_docs_index_and_the_index_in_the_readme():
-    index = {Path(t.partition("#")[0]).name for t in relative_links(DOCS / "README.md")}
-    missing = [
-        p.name for p in sorted(DOCS.glob("*.md")) if p.name != "README.md" and p.name not in index
-    ]
+    index = {(DOCS / t.partition("#")[0]).resolve() for t in relative_links(DOCS / "README.md")}
+    pages = [p for p in sorted(DOCS.rglob("*.md")) if p != DOCS / "README.md"]
+    missing = [str(p.relative_to(DOCS)) for p in pages if p.resolve() not in index]
     assert not missing, f"docs/README.md does not list: {missing}"
     assert "docs/README.md" in relative_links(README)
 
