@@ -291,3 +291,34 @@ def test_converted_whisper_base_matches_faster_whisper_in_each_language(tmp_path
     ours = {int(i): out.ids[r] for r, i in enumerate(batch["index"]) if batch["example_mask"][r]}
     assert [ours[n] for n in range(4)] == [r["tokens"] for r in reference]
     assert all(r["tokens"] for r in reference)
+
+
+def test_eval_batches_carry_each_utterances_prompt_also_for_split_pieces(tmp_path, base_tokenizer):
+    """Through `load_eval_set` (the eval and trainer path): a short French line and an over-long
+    German line (split at its pauses) decode with their own language's prompt, piece by piece."""
+    from test_scoring import _export, _long_speech
+
+    from mdm_asr_jax.audio import write_wav
+    from mdm_asr_jax.checkpoint import load_checkpoint
+    from mdm_asr_jax.inference.eval_set import PIECE_INDEX_BASE, load_eval_set
+
+    limited = load_checkpoint(_export(tmp_path / "ckpt", max_frames=400))  # 4 s encoder
+    checkpoint = limited._replace(tokenizer=base_tokenizer)
+    write_wav(tmp_path / "fr.wav", _long_speech(1.0, []))
+    write_wav(tmp_path / "de.wav", _long_speech(9.5, [3.2, 6.6]))
+    lines = [{"audio": "fr.wav", "text": "Bonjour.", "lang": "fr"},
+             {"audio": "de.wav", "text": "Guten Tag, wie geht es.", "lang": "de"}]  # fmt: skip
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    eval_set = load_eval_set(checkpoint, manifest=manifest, batch_size=2)
+    assert len(eval_set.pieces[1]) == 3
+    langs = {0: "fr", **{piece: "de" for piece in eval_set.pieces[1]}}
+    seen = {}
+    for batch in eval_set.batches:
+        for index, prompt, real in zip(
+            batch["index"], batch["prompt"], batch["example_mask"], strict=True
+        ):
+            if real:
+                seen[int(index)] = tuple(int(t) for t in prompt)
+    assert set(seen) == set(langs) and max(seen) >= PIECE_INDEX_BASE
+    assert seen == {i: base_tokenizer.prompt_for(lang) for i, lang in langs.items()}

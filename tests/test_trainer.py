@@ -19,9 +19,14 @@ from mdm_asr_jax.train.trainer import train_and_evaluate
 
 
 def test_one_step_train_writes_a_loadable_checkpoint_directory(tmp_path):
+    """Also in the non-OCDBT array format (`train.checkpoint_ocdbt=False`); every other
+    trainer test writes the default OCDBT format."""
     manifest = write_corpus(tmp_path / "data")
     config = tiny_train_config(manifest, num_steps=1)
+    config.train.checkpoint_ocdbt = False
     results = train_and_evaluate(config, tmp_path / "work")
+    step_dir = tmp_path / "work" / "checkpoints" / "1" / "params"
+    assert step_dir.is_dir() and not (step_dir / "manifest.ocdbt").exists()
     assert np.isfinite(results["train"]["loss"])
     loaded = load_checkpoint(tmp_path / "work")
     assert loaded.info["step"] == 1

@@ -78,6 +78,8 @@ class Subset:
     def __init__(self, source: Any, positions: list[int]):
         self._source, self._positions = source, list(positions)
         self.where, self.problems = source.where, list(getattr(source, "problems", []))
+        if hasattr(source, "lang"):  # per-utterance language (multilingual prompts)
+            self.lang = lambda i: source.lang(self._positions[i])
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -236,8 +238,25 @@ def split_long_utterances(
     window_seconds = (samples_for_frames(limit, features) - 1) / rate
     items: list[tuple[int, np.ndarray, float, list[int]]] = []
     pieces: dict[int, list[int]] = {}
+    tokenizer = checkpoint.tokenizer
+    per_language = bool(getattr(tokenizer, "language_prompts", False))
+    lang_of = getattr(source, "lang", None)
+    piece_prompts: dict[int, tuple[int, ...]] = {}  # piece index -> its utterance's prompt
     for position in positions:
         index, described = int(source.index(position)), source.describe(position)
+        prompt: tuple[int, ...] = ()
+        if per_language:
+            lang = lang_of(position) if lang_of is not None else None
+            try:
+                prompt = tuple(tokenizer.prompt_for(lang))
+            except ValueError as err:  # a language the tokenizer does not know
+                problem = Problem(
+                    source.where, index + 1, "unknown language", str(err), described["audio"]
+                )
+                if strict:
+                    raise InferenceError(f"{problem} (fix it, or run without --strict)") from None
+                report.add(problem)
+                continue
         try:
             samples = source.load(position)
         except AudioError as err:
@@ -259,6 +278,8 @@ def split_long_utterances(
                 continue
             number = PIECE_INDEX_BASE + len(items)
             pieces[index].append(number)
+            if per_language:
+                piece_prompts[number] = prompt
             items.append((number, feats, (end - start) / rate, []))
     items.sort(key=lambda item: item[1].shape[0])
     batches = []  # padded to the eval buckets: the shapes the other batches compile anyway
@@ -267,7 +288,13 @@ def split_long_utterances(
         longest = max(item[1].shape[0] for item in chunk)
         frames = min(b for b in buckets if b >= longest)
         pad_id = checkpoint.tokenizer.pad_id
-        batches.append(make_batch(chunk, batch_size, checkpoint.model_config, pad_id, frames))
+        batch = make_batch(chunk, batch_size, checkpoint.model_config, pad_id, frames)
+        if per_language:  # each piece decodes in its utterance's language, as whole ones do
+            default = tuple(tokenizer.prompt_ids)
+            rows = [piece_prompts[item[0]] for item in chunk]
+            rows += [default] * (batch_size - len(rows))
+            batch["prompt"] = np.asarray(rows, np.int32)
+        batches.append(batch)
     return batches, pieces
 
 

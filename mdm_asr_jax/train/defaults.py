@@ -161,6 +161,10 @@ def base_config() -> ml_collections.ConfigDict:
             checkpoint_every=1000,
             keep_checkpoints=3,
             async_checkpointing=True,
+            # orbax's OCDBT array format (one manifest per step); False writes one
+            # TensorStore directory per array instead (e.g. for a GCS emulator that rejects
+            # OCDBT's conditional writes). Restore reads either.
+            checkpoint_ocdbt=True,
             # Frozen encoder only (optim.freeze covers encoder/.*, no SpecAugment): compute each
             # training utterance's encoder output once and reuse it in later epochs.
             cache_encoder=False,

@@ -285,9 +285,18 @@ def check_encoder_cache(config: ml_collections.ConfigDict, objective: ObjectiveC
 def make_checkpoint_manager(
     config: ml_collections.ConfigDict, workdir: Path
 ) -> ocp.CheckpointManager:
-    """Keeps the last `train.keep_checkpoints` saves and the best one by dev WER."""
+    """Keeps the last `train.keep_checkpoints` saves and the best one by dev WER. Arrays are
+    written in orbax's OCDBT format unless `train.checkpoint_ocdbt` is False."""
+    handlers = None
+    if not config.train.checkpoint_ocdbt:
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(use_ocdbt=False),
+            "params": ocp.StandardCheckpointHandler(use_ocdbt=False),
+            "data_iter": grain.checkpoint.CheckpointHandler(),
+        }
     return ocp.CheckpointManager(
         workdir / ckpt.CHECKPOINTS_DIR,
+        item_handlers=handlers,
         options=ocp.CheckpointManagerOptions(
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
                 [
