@@ -163,3 +163,29 @@ def cpu_note() -> str:
         load = float("nan")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cores} cores, load average {load:.1f} at start"
+
+
+def table_row(
+    benchmark: str, model: str, result: dict[str, Any], checkpoint: Any, **keys: Any
+) -> dict[str, Any]:
+    """One JSON line of a model-comparison table from an eval result: the model's label, the
+    extra `keys` (test set, language, normaliser), WER / RTFx rounded, NFE cap for MDM rows, and
+    what the measurement ran on."""
+    return {
+        "benchmark": benchmark,
+        "model": model,
+        **keys,
+        "sampler": result["sampler"],
+        "nfe": result.get("nfe") if model == "mdm" else None,
+        "wer": round(result["wer"], 2),
+        "rtfx": round(result["rtfx"], 2),
+        "mean_nfe": result.get("mean_nfe"),
+        "n": result["n"],
+        "audio_seconds": result["audio_seconds"],
+        "compile_seconds": round(result["compile_seconds"], 1),
+        "device": result["device"],
+        "dtype": result["dtype"],
+        "batch_size": result["batch_size"],
+        "checkpoint": str(checkpoint),
+        "step": result.get("step"),
+    }

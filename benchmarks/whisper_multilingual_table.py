@@ -26,7 +26,7 @@ from pathlib import Path
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, table_row  # noqa: E402
 
 from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
 
@@ -82,23 +82,14 @@ def main(argv: list[str]) -> None:
                 normalizer=normalizer_for(lang),
                 max_utterances=FLAGS.max_utterances or None,
             ):
-                row = {
-                    "benchmark": "whisper_multilingual_table",
-                    "model": label,
-                    "lang": lang,
-                    "sampler": r["sampler"],
-                    "nfe": r.get("nfe") if label == "mdm" else None,
-                    "wer": round(r["wer"], 2),
-                    "rtfx": round(r["rtfx"], 2),
-                    "normalizer": normalizer_for(lang),
-                    "n": r["n"],
-                    "audio_seconds": r["audio_seconds"],
-                    "compile_seconds": round(r["compile_seconds"], 1),
-                    "device": r["device"],
-                    "dtype": r["dtype"],
-                    "batch_size": r["batch_size"],
-                    "checkpoint": str(path),
-                }
+                row = table_row(
+                    "whisper_multilingual_table",
+                    label,
+                    r,
+                    path,
+                    lang=lang,
+                    normalizer=normalizer_for(lang),
+                )
                 rows.append(row)
                 emit(row)
     if FLAGS.markdown:

@@ -29,7 +29,7 @@ from pathlib import Path
 from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, table_row  # noqa: E402
 
 from mdm_asr_jax.checkpoint import load_checkpoint  # noqa: E402
 from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER  # noqa: E402
@@ -83,25 +83,9 @@ def main(argv: list[str]) -> None:
                 max_utterances=FLAGS.max_utterances or None,
             )
             for r in results:
-                row = {
-                    "benchmark": "whisper_synth_table",
-                    "model": label,
-                    "test": test,
-                    "sampler": r["sampler"],
-                    "nfe": r.get("nfe") if label == "mdm" else None,
-                    "wer": round(r["wer"], 2),
-                    "rtfx": round(r["rtfx"], 2),
-                    "mean_nfe": r.get("mean_nfe"),
-                    "normalizer": normalizer,
-                    "n": r["n"],
-                    "audio_seconds": r["audio_seconds"],
-                    "compile_seconds": round(r["compile_seconds"], 1),
-                    "device": r["device"],
-                    "dtype": r["dtype"],
-                    "batch_size": r["batch_size"],
-                    "checkpoint": str(path),
-                    "step": r.get("step"),
-                }
+                row = table_row(
+                    "whisper_synth_table", label, r, path, test=test, normalizer=normalizer
+                )
                 rows.append(row)
                 emit(row)
     if FLAGS.markdown:
