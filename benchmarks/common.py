@@ -189,3 +189,15 @@ def table_row(
         "checkpoint": str(checkpoint),
         "step": result.get("step"),
     }
+
+
+# faster-whisper's transcribe options for greedy decoding comparable to ours: one beam, no
+# timestamps, English, no temperature fallback, no conditioning on earlier text, no VAD.
+FASTER_WHISPER_GREEDY = dict(
+    beam_size=1,
+    without_timestamps=True,
+    language="en",
+    temperature=0.0,
+    condition_on_previous_text=False,
+    vad_filter=False,
+)

@@ -43,7 +43,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_note, device_description, emit  # noqa: E402
+from common import FASTER_WHISPER_GREEDY, cpu_note, device_description, emit  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Trained checkpoint directory or training workdir.")
@@ -200,14 +200,7 @@ def main(argv: list[str]) -> None:
         from faster_whisper import WhisperModel
 
         whisper = WhisperModel(fw_dir, device="cpu", compute_type="float32", cpu_threads=threads)
-        options = dict(
-            beam_size=1,
-            without_timestamps=True,
-            language="en",
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
+        options = dict(FASTER_WHISPER_GREEDY)
 
         def fw_call(n: int) -> str:
             segments, _ = whisper.transcribe(audios[n], **options)

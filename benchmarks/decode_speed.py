@@ -85,6 +85,7 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    FASTER_WHISPER_GREEDY,
     cpu_note,
     device_description,
     emit,
@@ -558,14 +559,7 @@ def run_faster_whisper(setup: Setup) -> None:
     setup.batches(1)  # fills audio_paths
     audios = [load_audio(p) for p in setup.audio_paths]
     model = WhisperModel(source, device="cpu", compute_type="float32")
-    options = dict(
-        beam_size=1,
-        without_timestamps=True,
-        language="en",
-        temperature=0.0,
-        condition_on_previous_text=False,
-        vad_filter=False,
-    )
+    options = dict(FASTER_WHISPER_GREEDY)
     start = time.perf_counter()
     list(model.transcribe(audios[0], **options)[0])
     warmup = time.perf_counter() - start
