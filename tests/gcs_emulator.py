@@ -15,17 +15,48 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 BUCKET = "mdm-asr-test"
 
+# The emulator, started with two differences from real Cloud Storage removed:
+# - It rewrites a JSON dump of every object's metadata after each write, even in memory:
+#   quadratic in the objects a bucket holds. A checkpoint is hundreds of small objects, and at
+#   that size a save took minutes on 2 cores. In memory the dump is never read back (it is how
+#   the on-disk mode survives a restart), so it is skipped.
+# - Its media downloads carry no `x-goog-generation` header, which Cloud Storage always sends
+#   and tensorstore's OCDBT driver (orbax's default checkpoint format) needs ("Malformed
+#   StorageGeneration"); the launcher adds it from the object's own record.
+_SERVE = """
+import sys
+from gcp_storage_emulator.handlers import objects
+from gcp_storage_emulator.storage import Storage
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+Storage._write_config_to_file = lambda self: None
+_download = objects.download
+
+def download(request, response, storage, *args, **kwargs):
+    _download(request, response, storage, *args, **kwargs)
+    try:
+        record = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+    except Exception:  # not found: the handler has set the status
+        return
+    response["x-goog-generation"] = record["generation"]
+    response["x-goog-metageneration"] = record["metageneration"]
+
+objects.download = download  # before the server module builds its routes
+from gcp_storage_emulator import __main__ as emulator
+emulator.main(sys.argv[1:])
+"""
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gcp-storage-emulator exited: {proc.stdout.read()}")
+            raise RuntimeError(f"gcp-storage-emulator exited: {log.read_text()[-3000:]}")
         with socket.socket() as s:
             if s.connect_ex(("localhost", port)) == 0:
                 return
@@ -34,17 +65,21 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> 
 
 
 @pytest.fixture(scope="session")
-def gcs_bucket():
+def gcs_bucket(tmp_path_factory):
     """'gs://BUCKET' on a running emulator; the client environment is set for the session."""
     pytest.importorskip("gcp_storage_emulator", reason="pip install gcp-storage-emulator")
     pytest.importorskip("gcsfs", reason="pip install gcsfs")
     import portpicker
 
     port = portpicker.pick_unused_port()
+    # The server's output goes to a file: it prints a traceback for every client that hangs up
+    # early, and a pipe nobody reads fills up and stops the (single-threaded) server mid-request.
+    log = tmp_path_factory.mktemp("gcs_emulator") / "server.log"
+    log_file = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", f"--port={port}",
+        [sys.executable, "-c", _SERVE, "start", f"--port={port}",
          f"--default-bucket={BUCKET}", "--in-memory", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log_file, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://localhost:{port}"
     settings = {
@@ -60,7 +95,7 @@ def gcs_bucket():
     from etils.epath import gpath
 
     try:
-        _wait_for_port(port, proc)
+        _wait_for_port(port, proc, log)
         os.environ.update(settings)
         gpath._is_tf_installed.cache_clear()
         yield f"gs://{BUCKET}"
@@ -73,3 +108,4 @@ def gcs_bucket():
                 os.environ[key] = value
         proc.terminate()
         proc.wait(timeout=30)
+        log_file.close()

@@ -91,12 +91,6 @@ sys.exit(PREEMPTED_EXIT_CODE if "preempted" in results else 0)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="orbax's default OCDBT checkpoint format fails against gcp-storage-emulator "
-    "('Malformed StorageGeneration' reading manifest.ocdbt; a bare StandardCheckpointer save of "
-    "40 arrays reproduces it, use_ocdbt=False saves fine): the emulator, not real GCS, is untested",
-    strict=False,
-)
 def test_bucket_workdir_trains_is_preempted_resumes_and_evaluates(gcs_bucket, tmp_path):  # noqa: F811
     """The 'Done when' line: a gs:// workdir on the emulated bucket; SIGTERM mid-run saves to the
     bucket, the rerun resumes from it, and `mdm-asr-eval --checkpoint=gs://...` scores it."""
