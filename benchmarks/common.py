@@ -156,13 +156,9 @@ def synthetic_batch(
 
 
 def cpu_note() -> str:
-    """A note for CPU runs: how many cores the process may use and the 1-minute load average."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
+    """A note for CPU runs: how many cores the process may use."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, load average {load:.1f} at start"
+    return f"{cores} cores"
 
 
 def table_row(

@@ -18,6 +18,8 @@ compile time reported apart), mean NFE, device, dtype, batch. With --markdown, a
 on stderr.
 
   python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar --markdown
+  python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm,/tmp/ws_mdm2 \
+      --mdm_labels=mdm,mdm_from_ar --ar=/tmp/ws_ar --zero_shot=none   # several MDM runs
 """
 
 from __future__ import annotations
@@ -37,10 +39,18 @@ from mdm_asr_jax.eval.evaluate import evaluate_sweep  # noqa: E402
 from mdm_asr_jax.train.evals import recorded_test_sets  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("mdm", None, "Workdir of the configs/whisper_synth.py:mdm run.", required=True)
+flags.DEFINE_list(
+    "mdm",
+    None,
+    "Workdirs of configs/whisper_synth.py:mdm runs (the first one's test sets are used).",
+    required=True,
+)
+flags.DEFINE_list("mdm_labels", [], "A label per --mdm workdir (default mdm, mdm2, ...).")
 flags.DEFINE_string("ar", None, "Workdir of the configs/whisper_synth.py:ar run.", required=True)
 flags.DEFINE_string(
-    "zero_shot", "", "Converted Whisper checkpoint ('' = MDM_WORKDIR/base_whisper_tiny_en)."
+    "zero_shot",
+    "",
+    "Converted Whisper checkpoint ('' = MDM_WORKDIR/base_whisper_tiny_en; none = skip).",
 )
 flags.DEFINE_list("nfes", ["4", "8", "16", "32"], "NFE caps for the MDM sampler.")
 flags.DEFINE_string("sampler", PAPER_SAMPLER, "MDM sampler spec.")
@@ -51,10 +61,17 @@ flags.DEFINE_bool("markdown", False, "Also print a markdown table on stderr.")
 
 def main(argv: list[str]) -> None:
     del argv
-    recorded = json.loads((Path(FLAGS.mdm) / "config.json").read_text())
+    first = FLAGS.mdm[0]
+    labels = FLAGS.mdm_labels or ["mdm" if i == 0 else f"mdm{i + 1}" for i in range(len(FLAGS.mdm))]
+    if len(labels) != len(FLAGS.mdm):
+        raise SystemExit(
+            f"--mdm_labels has {len(labels)} labels for {len(FLAGS.mdm)} --mdm workdirs: "
+            "give one per workdir"
+        )
+    recorded = json.loads((Path(first) / "config.json").read_text())
     if "config" not in recorded.get("info", {}):
         raise SystemExit(
-            f"{FLAGS.mdm} has no recorded training config: give the workdir of a "
+            f"{first} has no recorded training config: give the workdir of a "
             "configs/whisper_synth.py:mdm run (its test sets are read from it)"
         )
     tests = recorded_test_sets(recorded["info"]["config"])
@@ -63,21 +80,22 @@ def main(argv: list[str]) -> None:
             raise SystemExit(
                 f"{source['manifest']} is missing: run configs/whisper_synth.py:mdm first ({name})"
             )
-    zero_shot = FLAGS.zero_shot or str(Path(FLAGS.mdm) / "base_whisper_tiny_en")
-    models = [
-        ("zero-shot", zero_shot, ["ar_greedy"], [1]),
-        ("ar", FLAGS.ar, ["ar_greedy"], [1]),
-        ("mdm", FLAGS.mdm, [FLAGS.sampler], [int(n) for n in FLAGS.nfes]),
+    zero_shot = FLAGS.zero_shot or str(Path(first) / "base_whisper_tiny_en")
+    models = [] if zero_shot == "none" else [("zero-shot", zero_shot, ["ar_greedy"], [1])]
+    models.append(("ar", FLAGS.ar, ["ar_greedy"], [1]))
+    nfes = [int(n) for n in FLAGS.nfes]
+    models += [
+        (label, path, [FLAGS.sampler], nfes) for label, path in zip(labels, FLAGS.mdm, strict=True)
     ]
     rows = []
-    for label, path, samplers, nfes in models:
+    for label, path, samplers, caps in models:
         checkpoint = load_checkpoint(path)
         for test, (source, normalizer) in tests.items():
             results = evaluate_sweep(
                 checkpoint,
                 **source,
                 samplers=samplers,
-                nfes=nfes,
+                nfes=caps,
                 batch_size=FLAGS.batch_size,
                 normalizer=normalizer,
                 max_utterances=FLAGS.max_utterances or None,

@@ -238,9 +238,10 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     (mdm / "config.json").write_text(json.dumps(recorded))
     result = run_benchmark(
         "whisper_synth_table.py",
-        f"--mdm={mdm}",
+        f"--mdm={mdm},{mdm}",
+        "--mdm_labels=mdm,mdm_b",
         f"--ar={ar}",
-        f"--zero_shot={ar}",
+        "--zero_shot=none",
         "--nfes=2,4",
         "--batch_size=2",
         "--markdown",
@@ -250,13 +251,13 @@ def test_whisper_synth_table_prints_a_line_per_model_decoder_and_test_set(tmp_pa
     got = sorted((r["model"], r["nfe"] or 0, r["test"]) for r in lines)
     want = sorted(
         (m, n, t)
-        for m, n in (("zero-shot", 0), ("ar", 0), ("mdm", 2), ("mdm", 4))
+        for m, n in (("ar", 0), ("mdm", 2), ("mdm", 4), ("mdm_b", 2), ("mdm_b", 4))
         for t in ("test", "fsdd")
     )
     assert got == want
     assert all({"wer", "rtfx", "device", "dtype", "batch_size"} <= set(r) for r in lines)
     assert {(r["test"], r["normalizer"]) for r in lines} == {("test", "english"), ("fsdd", "basic")}
-    assert "| mdm | pbeb NFE 4 |" in result.stderr
+    assert "| mdm_b | pbeb NFE 4 |" in result.stderr
 
 
 def test_input_pipeline_prints_the_feature_over_decode_ratios(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,8 @@ from tiny import tiny_model_config
 
 from mdm_asr_jax.nn.config import ConfigError, ModelConfig
 from mdm_asr_jax.nn.model import ASRModel, init_params
+from mdm_asr_jax.train.config import finetune_model_config
+from mdm_asr_jax.train.defaults import base_config
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +115,42 @@ def test_config_errors_name_the_field():
     bad = ModelConfig(vocab_size=20, mdm_decoder=None, ar_decoder=None, ctc=False)
     with pytest.raises(ConfigError, match="no output head"):
         bad.validate()
+
+
+def test_mdm_shift_reads_each_slot_from_the_position_before_it(model_and_params):
+    model, variables, encoded, enc_mask = model_and_params
+    shifted = ASRModel(dataclasses.replace(model.config, mdm_shift=True).validate())
+    canvas = jnp.array([[5, 6, 19, 19, 3, 3], [7, 19, 19, 3, 3, 3]])
+    plain = model.apply(variables, canvas, encoded, enc_mask, method=model.mdm_logits)
+    moved = shifted.apply(variables, canvas, encoded, enc_mask, method=shifted.mdm_logits)
+    # The same decoder run over prompt + canvas: slot i now shows what slot i - 1 showed ...
+    np.testing.assert_array_equal(np.asarray(moved[:, 1:]), np.asarray(plain[:, :-1]))
+    # ... and slot 0 what the last prompt token's output says.
+    tokens = jnp.concatenate([jnp.full((2, 1), 2), canvas], axis=1)
+    full = model.apply(
+        variables, tokens, encoded, enc_mask, method=lambda m, *a: m.mdm_decoder(*a)
+    )
+    np.testing.assert_array_equal(np.asarray(moved[:, 0]), np.asarray(full[:, 0]))
+    # The two-part path (hidden states, then the projection) keeps the same layout.
+    hidden = shifted.apply(variables, canvas, encoded, enc_mask, method=shifted.mdm_hidden)
+    projected = shifted.apply(variables, hidden, method=shifted.mdm_project)
+    np.testing.assert_allclose(np.asarray(projected), np.asarray(moved), atol=1e-5)
+
+
+def test_mdm_shift_needs_a_prompt():
+    config = tiny_model_config(prompt_ids=())
+    with pytest.raises(ConfigError, match="mdm_shift.*prompt"):
+        dataclasses.replace(config, mdm_shift=True).validate()
+
+
+def test_finetune_config_sets_the_mdm_shift_and_keeps_a_bases():
+    c = base_config()
+    ar_only = tiny_model_config(ar=True)
+    ar_only = dataclasses.replace(ar_only, mdm_decoder=None).validate()
+    assert not finetune_model_config(c, ar_only).mdm_shift
+    c.model.mdm_shift = True
+    assert finetune_model_config(c, ar_only).mdm_shift
+    # An MDM checkpoint trained with the shift keeps its head layout when fine-tuned further.
+    c.model.mdm_shift = False
+    shifted = dataclasses.replace(tiny_model_config(), mdm_shift=True).validate()
+    assert finetune_model_config(c, shifted).mdm_shift

@@ -116,6 +116,11 @@ class ModelConfig:
     vocab_size counts the tokenizer's ids plus the appended [MASK] (mask_id = vocab_size - 1).
     prompt_ids: a fixed decoder prefix (e.g. BOS, or Whisper's start-of-transcript tokens) that
     the MDM decoder sees before the canvas and the AR decoder before the transcript.
+    mdm_shift: read canvas slot i's logits from the MDM decoder's output one position to the
+    left (slot i - 1; the last prompt token for slot 0) instead of slot i's own output: the
+    next-token layout of an AR decoder. An MDM decoder initialised from an AR decoder then
+    starts with the AR output head's alignment (the AR -> diffusion adaptation of
+    DiffuLLaMA / Dream); needs a prompt of at least one token.
     """
 
     vocab_size: int = 256
@@ -124,6 +129,7 @@ class ModelConfig:
     ar_decoder: DecoderConfig | None = None
     ctc: bool = False
     prompt_ids: tuple[int, ...] = ()
+    mdm_shift: bool = False
     pad_id: int = 0
     eos_id: int = 3
     dtype: str = "float32"  # compute dtype
@@ -162,6 +168,13 @@ class ModelConfig:
                     )
         if self.mdm_decoder is not None and self.mdm_decoder.bidirectional is False:
             raise ConfigError("mdm_decoder.bidirectional must be True (a masked-diffusion decoder)")
+        if self.mdm_shift and self.mdm_decoder is not None and not self.prompt_ids:
+            raise ConfigError(
+                "mdm_shift reads canvas slot 0 from the last prompt token, and prompt_ids is "
+                "empty: give the tokenizer a prompt (e.g. BOS) or set mdm_shift=False"
+            )
+        if not isinstance(self.mdm_shift, bool):
+            raise ConfigError(f"mdm_shift={self.mdm_shift!r}; use True or False")
         if self.ar_decoder is not None and self.ar_decoder.bidirectional:
             raise ConfigError("ar_decoder.bidirectional must be False (an autoregressive decoder)")
         for ident, label in ((self.pad_id, "pad_id"), (self.eos_id, "eos_id")):

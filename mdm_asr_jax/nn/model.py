@@ -94,7 +94,7 @@ class ASRModel(nn.Module):
         logits = self.mdm_decoder(
             tokens, encoded, enc_mask, cross_kv=cross_kv, deterministic=not train
         )
-        return logits if prompt is None else logits[:, prompt.shape[1] :]
+        return self._canvas_slots(logits, prompt, canvas.shape[1])
 
     def mdm_hidden(
         self,
@@ -110,7 +110,15 @@ class ASRModel(nn.Module):
         prompt = self._prompt(canvas.shape[0], prompt)
         tokens = canvas if prompt is None else jnp.concatenate([prompt, canvas], axis=1)
         hidden = self.mdm_decoder(tokens, encoded, enc_mask, cross_kv=cross_kv, return_hidden=True)
-        return hidden if prompt is None else hidden[:, prompt.shape[1] :]
+        return self._canvas_slots(hidden, prompt, canvas.shape[1])
+
+    def _canvas_slots(self, out: Array, prompt: Array | None, length: int) -> Array:
+        """The decoder outputs [B, P + L, ...] that belong to the L canvas slots: the canvas
+        positions themselves, or with `mdm_shift` the positions one to the left."""
+        start = 0 if prompt is None else prompt.shape[1]
+        if self.config.mdm_shift:
+            start -= 1  # validate() guarantees a prompt
+        return out[:, start : start + length]
 
     def mdm_project(self, hidden: Array) -> Array:
         """MDM decoder outputs [..., D] -> logits [..., V] (final norm + output layer)."""

@@ -91,7 +91,12 @@ def finetune_model_config(config: ml_collections.ConfigDict, base: ModelConfig) 
         )
     except ConfigError as err:
         raise TrainError(f"model.base_checkpoint={m.base_checkpoint}: {err}") from None
-    return dataclasses.replace(tuned, scan_layers=bool(m.scan_layers), remat=m.remat).validate()
+    return dataclasses.replace(
+        tuned,
+        scan_layers=bool(m.scan_layers),
+        remat=m.remat,
+        mdm_shift=bool(m.mdm_shift) or base.mdm_shift,
+    ).validate()
 
 
 def build_model_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) -> ModelConfig:
@@ -121,4 +126,5 @@ def build_model_config(config: ml_collections.ConfigDict, tokenizer: Tokenizer) 
         param_dtype=m.param_dtype,
         scan_layers=bool(m.scan_layers),
         remat=m.remat,
+        mdm_shift=bool(m.mdm_shift),
     ).validate()

@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
             # Recompute block activations in the backward pass (less memory, more compute):
             # "none" | "full" | "dots_saveable" | "dots_with_no_batch_dims_saveable".
             remat="none",
+            # MDM logits of canvas slot i read from the decoder output at slot i - 1 (the last
+            # prompt token for slot 0): the layout of an AR decoder's next-token head, kept
+            # when the MDM decoder starts from an AR one (a base trained with it keeps it).
+            mdm_shift=False,
         )
     )
 
