@@ -127,9 +127,7 @@ def test_mdm_shift_reads_each_slot_from_the_position_before_it(model_and_params)
     np.testing.assert_array_equal(np.asarray(moved[:, 1:]), np.asarray(plain[:, :-1]))
     # ... and slot 0 what the last prompt token's output says.
     tokens = jnp.concatenate([jnp.full((2, 1), 2), canvas], axis=1)
-    full = model.apply(
-        variables, tokens, encoded, enc_mask, method=lambda m, *a: m.mdm_decoder(*a)
-    )
+    full = model.apply(variables, tokens, encoded, enc_mask, method=lambda m, *a: m.mdm_decoder(*a))
     np.testing.assert_array_equal(np.asarray(moved[:, 0]), np.asarray(full[:, 0]))
     # The two-part path (hidden states, then the projection) keeps the same layout.
     hidden = shifted.apply(variables, canvas, encoded, enc_mask, method=shifted.mdm_hidden)
