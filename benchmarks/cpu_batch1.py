@@ -23,6 +23,8 @@ PBEB variants (--pbeb_variants): `fixed` = the checkpoint's decoding defaults (i
 still-masked slots (`masked_logits=True`); `ctc+masked` = both.
 
     python benchmarks/cpu_batch1.py --checkpoint=WORKDIR --manifest=WORKDIR/data/demo/test.jsonl
+    python benchmarks/cpu_batch1.py --checkpoint=WS_MDM --ar_checkpoint=WS_AR \\
+        --manifest=WS_MDM/data/whisper_synth/test.jsonl --pbeb_variants=fixed,masked
     python benchmarks/cpu_batch1.py --checkpoint=DIR --manifest=M.jsonl --max_utterances=2 \\
         --repeats=1 --faster_whisper=none                                          # smoke
 """
@@ -48,6 +50,12 @@ from common import FASTER_WHISPER_GREEDY, cpu_note, device_description, emit  # 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Trained checkpoint directory or training workdir.")
 flags.DEFINE_string("manifest", None, "JSONL manifest of the utterances to decode.")
+flags.DEFINE_string(
+    "ar_checkpoint",
+    None,
+    "AR greedy from this checkpoint instead of --checkpoint's own AR decoder (e.g. the AR "
+    "baseline fine-tuned beside an MDM-only run); same features required.",
+)
 flags.DEFINE_integer("max_utterances", 100, "First N manifest lines (0 = all).")
 flags.DEFINE_integer("repeats", 3, "Timed rounds (median per utterance).")
 flags.DEFINE_string("sampler", None, "MDM sampler (default: the checkpoint's, else PBEB).")
@@ -151,12 +159,29 @@ def main(argv: list[str]) -> None:
 
     checkpoint = as_checkpoint(FLAGS.checkpoint)
     config = checkpoint.model_config
-    if config.mdm_decoder is None or config.ar_decoder is None:
-        raise app.UsageError("the checkpoint needs both an MDM and an AR decoder")
+    ar_checkpoint = as_checkpoint(FLAGS.ar_checkpoint) if FLAGS.ar_checkpoint else checkpoint
+    if config.mdm_decoder is None:
+        raise app.UsageError(f"--checkpoint={FLAGS.checkpoint} has no MDM decoder")
+    if ar_checkpoint.model_config.ar_decoder is None:
+        raise app.UsageError(
+            f"{FLAGS.ar_checkpoint or FLAGS.checkpoint} has no AR decoder: give "
+            "--ar_checkpoint=DIR (a checkpoint with one, same features)"
+        )
+    if ar_checkpoint.feature_config != checkpoint.feature_config:
+        raise app.UsageError(
+            f"--ar_checkpoint={FLAGS.ar_checkpoint} computes other features "
+            f"({ar_checkpoint.feature_config}) than --checkpoint ({checkpoint.feature_config})"
+        )
     if any("ctc" in v for v in FLAGS.pbeb_variants) and not config.ctc:
         raise app.UsageError("the ctc variants need a checkpoint with a CTC head")
     model = ASRModel(config)
     params = jax.device_put(checkpoint.params, jax.local_devices()[0])
+    ar_model = ASRModel(ar_checkpoint.model_config)
+    ar_params = (
+        params
+        if ar_checkpoint is checkpoint
+        else jax.device_put(ar_checkpoint.params, jax.local_devices()[0])
+    )
     sampler = FLAGS.sampler or checkpoint.decoding.sampler or PAPER_SAMPLER
     nfe = FLAGS.nfe or checkpoint.decoding.nfe or DEFAULT_NFE
     common = checkpoint.decoding.decode_kwargs(checkpoint.tokenizer, config.eos_id)
@@ -188,9 +213,19 @@ def main(argv: list[str]) -> None:
             **common, **kwargs,
         )  # fmt: skip
 
+    ar_common = ar_checkpoint.decoding.decode_kwargs(
+        ar_checkpoint.tokenizer, ar_checkpoint.model_config.eos_id
+    )
+
+    def ar_greedy(n: int) -> Any:
+        return decode(
+            ar_model, ar_params, batches[n], "ar_greedy", None, 0,
+            tokenizer=ar_checkpoint.tokenizer, **ar_common,
+        )  # fmt: skip
+
     systems = [System(f"pbeb:{v}", ours(sampler, nfe, **VARIANTS[v]), count) for v in
                FLAGS.pbeb_variants]  # fmt: skip
-    systems.append(System("ar_greedy", ours("ar_greedy", None), count))
+    systems.append(System("ar_greedy", ar_greedy, count))
     features = System(
         "host_log_mel", lambda n: log_mel_numpy(audios[n], checkpoint.feature_config), count
     )
@@ -247,6 +282,7 @@ def main(argv: list[str]) -> None:
         "sampler": sampler,
         "nfe": nfe,
         "checkpoint": FLAGS.checkpoint,
+        "ar_checkpoint": FLAGS.ar_checkpoint or FLAGS.checkpoint,
         "utterances": count,
         "audio_seconds": audio_seconds,
         "repeats": FLAGS.repeats,

@@ -103,7 +103,8 @@ def whisper_finetune(
     """The fine-tuning block every Whisper recipe shares: `which` = "mdm" (the MDM decoder starts
     as a copy of Whisper's decoder, ISCT K = 2, PBEB) or "ar" (Whisper's own decoder, greedy);
     `base` the packaged or converted Whisper; `from_ar=WORKDIR` (with "mdm") starts from a
-    fine-tuned `:ar` run instead, the paper's recipe. Frozen, cached encoder on short windows
+    fine-tuned `:ar` run instead, the paper's recipe; the MDM decoder keeps the AR head's
+    layout (`model.mdm_shift`). Frozen, cached encoder on short windows
     (5 s / 10 s buckets), Adam at 1e-4 without weight decay, batch 16, NFE cap 16. The recipe,
     canvas, step counts and normaliser stay in the config."""
     if which not in ("mdm", "ar"):
@@ -121,6 +122,9 @@ def whisper_finetune(
         c.model.init_map = (
             () if from_ar else (("encoder", "encoder"), ("mdm_decoder", "ar_decoder"))
         )
+        # Slot i read from the output at slot i - 1: the copied AR decoder's next-token head
+        # stays aligned (whisper_synth dev WER at step 150: 43 % with it, 71-78 % without).
+        c.model.mdm_shift = True
         c.objective.mdm_weight = 1.0
         c.objective.ar_weight = 0.0
         c.objective.isct_steps = 2

@@ -20,13 +20,13 @@ fine-tunes Whisper's own causal decoder. The encoder is frozen and its outputs a
 per training utterance (`train.cache_encoder`), in 5 s / 10 s windows (`encoder_min_frames=0`):
 that is what makes this fit a 2-core CPU. Same steps, batch, learning rate and data for both.
 
-Time on a 2-core x86_64 CPU (300 steps of 16): AR 17 min, MDM 38 min (0.24 steps/s once the
-encoder cache is full); corpus synthesis ~4 min, once.
-Measured WER (docs/results.md, "Whisper tiny.en fine-tuned"): held-out sentences / FSDD speaker: AR
-38.8 / 2.5 %, MDM PBEB NFE 16 67.9 / 18.8 %, zero-shot 68.6 / 32.8 %. At the paper's rate
-(--config.optim.learning_rate=5e-4 --config.optim.decay=constant, 750 steps) the MDM
-train loss falls 8.5 -> 2.5 while dev WER stays at 68-71 % from step 300: more steps alone do not
-close the gap at this data size (docs/results.md).
+Time on a 2-core x86_64 CPU (300 steps of 16): AR 20 min, MDM 36 min (the first epoch fills
+the encoder cache); corpus synthesis ~2 min, once.
+Measured WER (docs/results.md, "Keeping the AR head's layout"), held-out sentences / FSDD
+speaker: AR 38.8 / 2.5 %; MDM PBEB NFE 16 from the `:ar` run (`from_ar=`, the paper's order)
+42.9 / 4.9 %; MDM from Whisper without `model.mdm_shift` (earlier) 67.9 / 18.8 %; zero-shot
+68.6 / 32.8 %. The shift (slot i read from the output at slot i - 1, the AR head's layout) is
+what moved MDM from Whisper's zero-shot level towards AR's.
 """
 
 import sys

@@ -163,6 +163,7 @@ def test_cpu_batch1_prints_one_line_with_every_system_and_the_goal_ratios(tmp_pa
     result = run_benchmark(
         "cpu_batch1.py",
         f"--checkpoint={checkpoint}",
+        f"--ar_checkpoint={checkpoint}",  # AR greedy from a second load (an AR-only run's path)
         f"--manifest={manifest}",
         "--nfe=2",
         "--repeats=1",
@@ -170,6 +171,7 @@ def test_cpu_batch1_prints_one_line_with_every_system_and_the_goal_ratios(tmp_pa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = json_lines(result.stdout)
+    assert record["ar_checkpoint"] == str(checkpoint)
     assert record["benchmark"] == "cpu_batch1" and record["batch_size"] == 1
     assert record["utterances"] == 2 and record["device"].startswith("cpu")
     assert set(record["systems"]) == {"pbeb:fixed", "pbeb:ctc+masked", "ar_greedy"}

@@ -63,6 +63,9 @@ def test_whisper_synth_trains_mdm_and_ar_on_identical_data_and_budget():
     for section in ("recipe_options", "data", "optim", "train"):
         assert mdm[section].to_dict() == ar[section].to_dict(), section
     assert mdm.model.mdm and not mdm.model.ar and ar.model.ar and not ar.model.mdm
+    # The MDM decoder starts from Whisper's (or the fine-tuned AR) decoder: its head keeps the
+    # AR layout, from Whisper and in the paper's order alike.
+    assert mdm.model.mdm_shift and load("whisper_synth", "mdm,from_ar=ws").model.mdm_shift
 
 
 @pytest.mark.parametrize(
