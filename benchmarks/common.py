@@ -165,14 +165,14 @@ def table_row(
     benchmark: str, model: str, result: dict[str, Any], checkpoint: Any, **keys: Any
 ) -> dict[str, Any]:
     """One JSON line of a model-comparison table from an eval result: the model's label, the
-    extra `keys` (test set, language, normaliser), WER / RTFx rounded, NFE cap for MDM rows, and
+    extra `keys` (test set, language, normaliser), WER / RTFx rounded, the NFE cap of MDM samplers (None for AR), and
     what the measurement ran on."""
     return {
         "benchmark": benchmark,
         "model": model,
         **keys,
         "sampler": result["sampler"],
-        "nfe": result.get("nfe") if model == "mdm" else None,
+        "nfe": None if str(result["sampler"]).startswith("ar_") else result.get("nfe"),
         "wer": round(result["wer"], 2),
         "rtfx": round(result["rtfx"], 2),
         "mean_nfe": result.get("mean_nfe"),
