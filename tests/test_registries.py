@@ -52,4 +52,11 @@ def test_sampler_rows_keep_the_spec_string_contract():
         samplers.parse_sampler(samplers.PAPER_SAMPLER).spec
         == "pbeb(lam=0.2,gamma=0.05,temperature=0)"
     )
-    assert set(samplers.mdm_sampler_names()) == {"random", "dfm", "topk", "eb", "pbeb"}
+    assert set(samplers.mdm_sampler_names()) == {
+        "random",
+        "dfm",
+        "topk",
+        "eb",
+        "pbeb",
+        "pbeb_apart",
+    }

@@ -236,6 +236,27 @@ def test_eb_budget_commits_the_longest_prefix_within_gamma():
     np.testing.assert_array_equal(np.asarray(commit[0]), [1, 1, 1, 0, 1, 0])
 
 
+def test_pbeb_apart_keeps_only_the_leftmost_of_each_run_pbeb_would_commit():
+    entropy = [[0.0, 0.0, 0.9, 0.9, 0.0, 0.9, 0.0, 0.9]]
+    live = jnp.ones((1, 8), bool)
+    pbeb, apart = (
+        samplers.select_commits(samplers.parse_sampler(f"{name}(lam=0,gamma=0)"), _stats(entropy),
+                                live, jnp.int32(0), 8)
+        for name in ("pbeb", "pbeb_apart")
+    )  # fmt: skip
+    # pbeb: the zero-entropy slots 0, 1, 4, 6, then one more (2, the earliest of the ties).
+    np.testing.assert_array_equal(np.asarray(pbeb[0]), [1, 1, 1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(np.asarray(apart[0]), [1, 0, 0, 0, 1, 0, 1, 0])
+
+
+def test_pbeb_apart_never_commits_two_neighbours_in_one_step_before_the_last():
+    out = sample(MODEL, "pbeb_apart(gamma=1)", nfe=6)
+    committed = np.asarray(out.trajectory.committed)[: int(out.trajectory.steps) - 1]  # [S-1,B,L]
+    assert committed.sum() > committed.shape[0] * B  # several slots a step, so the rule had work
+    assert not np.any(committed[..., 1:] & committed[..., :-1])
+    assert not np.any(np.asarray(out.tokens) == MASK)
+
+
 def test_schedule_counts_add_up_to_the_live_count():
     for schedule in ("linear", "cosine"):
         for n, steps in ((8, 4), (13, 5), (3, 8), (40, 7)):

@@ -59,7 +59,8 @@ flags.DEFINE_string(
 flags.DEFINE_multi_string(
     "sampler",
     None,
-    "Sampler spec(s): pbeb(lam=..,gamma=..), eb(gamma=..), topk(schedule=..), dfm, random, "
+    "Sampler spec(s): pbeb(lam=..,gamma=..), pbeb_apart(lam=..,gamma=..), eb(gamma=..), "
+    "topk(schedule=..), dfm, random, "
     "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas. "
     f"Default: the checkpoint's decoding.sampler, else {PAPER_SAMPLER}.",
     flag_values=FLAGS,

@@ -1,4 +1,4 @@
-"""Masked-diffusion samplers: one compiled decode loop, five selection rules.
+"""Masked-diffusion samplers: one compiled decode loop, six selection rules.
 
 Dimension letters: B batch, L canvas tokens, V vocabulary (tokenizer ids + [MASK]),
 S steps (= the NFE cap, one function evaluation a step).
@@ -53,6 +53,12 @@ Selection rules (n = live count of the row, S - s = steps left including this on
   pbeb    position-biased EB (MDM-ASR): sort key confidence * exp(-lam * i), i = canvas position
           (computed as log(confidence) - lam * i, which orders identically and is invariant to
           shifting i), then eb's entropy budget.
+  pbeb_apart  pbeb, but no two neighbouring slots commit in the same step: of each run of
+          adjacent positions pbeb would commit together, only the leftmost does (at least one
+          always commits: a run's leftmost position). With the shifted layout
+          (`model.mdm_shift`: slot i is read from the output at slot i - 1), a slot committed
+          beside its still-masked left neighbour is predicted without knowing that neighbour,
+          and both tend to take the same word ("the the"); here the right one waits a step.
 Ties in every sort break towards the earlier position. Randomness comes from one key per row
 (split from `key`, or given as [B] keys), folded with the step, so a row's result never depends
 on the other rows of the batch.
@@ -477,6 +483,14 @@ def select_pbeb(config: SamplerConfig, x: StepInputs) -> Array:
     return _budget_commits(score, x.stats, x.live, config.gamma)
 
 
+def select_pbeb_apart(config: SamplerConfig, x: StepInputs) -> Array:
+    """pbeb_apart: pbeb's commits, but of a run of neighbouring slots it would commit together
+    only the leftmost commits; the others wait for the next step and see it."""
+    commit = select_pbeb(config, x)
+    left_commits = jnp.pad(commit[:, :-1], ((0, 0), (1, 0)))  # slot i-1 commits this step
+    return commit & ~left_commits
+
+
 # The registry: one row per sampler (see `SamplerRule`). A new selection rule is one select
 # function and one `register_sampler` row, here or in any module imported before decoding.
 for _rule in (
@@ -487,6 +501,7 @@ for _rule in (
     SamplerRule("eb", "mdm", {"gamma": 0.05, "proxy": ("confidence", "entropy", "margin")},
                 select_eb, needs_margin=lambda c: c.proxy == "margin"),
     SamplerRule("pbeb", "mdm", {"lam": 0.2, "gamma": 0.05}, select_pbeb),
+    SamplerRule("pbeb_apart", "mdm", {"lam": 0.2, "gamma": 0.05}, select_pbeb_apart),
     SamplerRule("ar_greedy", "ar", {}),
     SamplerRule("ar_beam", "ar", {"size": 4, "length_penalty": 1.0}),
     SamplerRule("ctc_greedy", "ctc", {}),
