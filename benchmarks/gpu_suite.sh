@@ -9,6 +9,9 @@
 #                       float32 (the checkpoint's dtype)
 #   decode_large.jsonl  random-init `large` Conformer + decoders (512 wide), bfloat16, 10 s
 #                       utterances, batch 1 and 32: cost at the NFE cap vs AR to its length cap
+#   decode_lengths.jsonl  random-init models of the paper's shapes (canary_180m, canary_1b, Whisper
+#                       tiny / base), bfloat16, transcripts forced to 10/20/40/60 tokens, batch 1 and
+#                       32: PBEB at NFE 8 and 32 vs AR greedy at the lengths users decode
 #   train_large.jsonl   train step of the `large` model, bfloat16, batch 32 x 10 s: AR vs MDM vs
 #                       ISCT K=2 (time per step, tokens/s, memory)
 set -euo pipefail
@@ -22,6 +25,9 @@ python3 "$here/decode_speed.py" --checkpoint="$ckpt" --manifest="$manifest" --ma
 python3 "$here/decode_speed.py" --model_size=large --dtype=bfloat16 --seconds=10 \
   --num_utterances=32 --batch_size=32 --samplers=pbeb --nfes=8,32 \
   --parts=sampler,ar --canvas_length=128 --repeats=3 | tee "$out/decode_large.jsonl"
+python3 "$here/decode_speed.py" --shapes=canary_180m,canary_1b,whisper_tiny,whisper_base \
+  --lengths=10,20,40,60 --nfes=8,32 --batch_size=32 --dtype=bfloat16 --repeats=3 \
+  | tee "$out/decode_lengths.jsonl"
 python3 "$here/train_step.py" --model_size=large --dtype=bfloat16 --batch_size=32 --seconds=10 \
   --tokens=48 --canvas_length=128 --objectives=ar,mdm,isct2 --repeats=5 \
   | tee "$out/train_large.jsonl"
