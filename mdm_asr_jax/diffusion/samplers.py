@@ -211,6 +211,16 @@ def _describe_registry() -> str:
     return "; ".join(parts)
 
 
+def sampler_spec_summary() -> str:
+    """The registered samplers as a CLI help writes them: "pbeb(lam=..,gamma=..), dfm, ...",
+    parameters named without values (`temperature`, which every MDM rule takes, left out)."""
+    parts = []
+    for name, rule in SAMPLERS.items():
+        params = [k for k in rule.params if k != "temperature"]
+        parts.append(f"{name}({','.join(f'{k}=..' for k in params)})" if params else name)
+    return ", ".join(parts)
+
+
 _SPEC_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
