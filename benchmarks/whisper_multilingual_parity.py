@@ -15,10 +15,14 @@ synthesises them with eSpeak NG (voice variants and rates drawn by seed), and tr
 
 Prints one JSON line: per language `agreement` (fraction of utterances whose token ids equal
 faster-whisper's; the parity target is >= 0.98), `n`, and the WER of both against the text
-(`whisper_basic` for fr/de/es, Whisper's English normaliser for en), with device and dtype.
+(`whisper_basic` for fr/de/es, Whisper's English normaliser for en), with device and dtype,
+and `divergence_gaps`: for each utterance where the two differ, how much our model preferred its
+own token over faster-whisper's at the first token where they part (log-probability
+difference, teacher-forced on the common prefix; `--details` has the position and tokens).
 
   python benchmarks/whisper_multilingual_parity.py --num=100     # the parity measurement
   python benchmarks/whisper_multilingual_parity.py --num=5       # quick look
+  python benchmarks/whisper_multilingual_parity.py --recheck=details.jsonl  # only the differing
 Results: docs/multilingual.md.
 """
 
@@ -45,6 +49,12 @@ flags.DEFINE_integer("batch_size", 8, "Decode batch size (languages mixed in a b
 flags.DEFINE_string("checkpoint", None, "Converted base checkpoint (default: convert to tmp).")
 flags.DEFINE_string("text_dir", None, "Folder of gutenberg_{lang}.txt (default shared data).")
 flags.DEFINE_string("details", None, "Optional JSONL file with every utterance's transcripts.")
+flags.DEFINE_string(
+    "recheck",
+    None,
+    "A --details file of an earlier run: synthesise again only its utterances whose tokens "
+    "differed (same text, language, voice, rate) instead of drawing --num sentences.",
+)
 
 VOICES = ("", "m3", "f2", "m7", "f4", "klatt")  # espeak-ng variants ("" = default voice)
 
@@ -71,6 +81,50 @@ def parity_sentences(path: Path, lang: str, num: int, seed: int) -> list[str]:
     return [s for s in kept if 5 <= len(s.split()) <= 20][:num]
 
 
+def recheck_items() -> list[tuple[str, str, str | None, int]]:
+    """(lang, text, voice variant, rate) of the --recheck file's differing utterances."""
+    path = Path(FLAGS.recheck)
+    if not path.is_file():
+        raise SystemExit(f"--recheck={path}: no such file (write one with --details)")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            if not row["same_tokens"] and row["lang"] in FLAGS.langs:
+                voice = None if row["voice"] == "default" else row["voice"]
+                out.append((row["lang"], row["text"], voice, int(row["rate"])))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise SystemExit(
+                f"--recheck={path}, line {number}: not a --details line ({error!r})"
+            ) from None
+    logging.info("rechecking %d differing utterances of %s", len(out), path)
+    return out
+
+
+def divergence(model, params, batch, row: int, ours: list, theirs: list, eos: int) -> dict:
+    """Where our greedy tokens first leave faster-whisper's, and by how much our model preferred
+    its own token there: teacher-forced on the common prefix (the row's prompt + the tokens both
+    emitted), `gap` = our logit for our token minus our logit for faster-whisper's (>= 0; a
+    near-zero gap is a near-tie that float rounding can flip, a large one a real difference)."""
+    import jax.numpy as jnp
+
+    k = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
+    k = min(len(ours), len(theirs)) if k is None else k
+    mine = ours[k] if k < len(ours) else eos
+    ref = theirs[k] if k < len(theirs) else eos
+    variables = {"params": params}
+    encoded, enc_mask = model.apply(
+        variables, batch["features"][row : row + 1], batch["feature_mask"][row : row + 1],
+        method=model.encode,
+    )  # fmt: skip
+    prompt = np.asarray(batch["prompt"][row]) if "prompt" in batch else np.asarray([], np.int32)
+    tokens = jnp.asarray(np.concatenate([prompt, np.asarray(ours[:k], np.int32)])[None])
+    logits = model.apply(variables, tokens, encoded, enc_mask, method=model.ar_logits)[0, -1]
+    logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32)))
+    return {"position": k, "ours": int(mine), "faster_whisper": int(ref),
+            "gap": float(logp[mine] - logp[ref])}  # fmt: skip
+
+
 def main(argv):
     del argv
     from whisper_reference import faster_whisper_transcripts
@@ -90,7 +144,11 @@ def main(argv):
     checkpoint = FLAGS.checkpoint or str(convert_whisper(src, work / "ckpt"))
     rng = np.random.default_rng(FLAGS.seed + 1)
     items = []
-    for lang in FLAGS.langs:
+    for lang, text, variant, rate in recheck_items() if FLAGS.recheck else []:
+        audio = speak(text, lang, variant=variant, rate=rate)
+        items.append({"text": text, "lang": lang, "voice": variant or "default", "rate": rate,
+                      "audio": audio})  # fmt: skip
+    for lang in [] if FLAGS.recheck else FLAGS.langs:
         sentences = parity_sentences(
             text_dir() / f"gutenberg_{lang}.txt", lang, FLAGS.num, FLAGS.seed
         )
@@ -106,7 +164,10 @@ def main(argv):
     records = []
     for n, item in enumerate(items):
         path = work / f"{n:04d}.wav"
-        soundfile.write(path, item["audio"], 16000)
+        soundfile.write(path, item["audio"], 16000)  # 16-bit PCM, as a user's files are
+        # Both systems read the same samples: faster-whisper gets the file's 16-bit audio too,
+        # not the synthesiser's float output (the rounding alone flips near-ties).
+        item["audio"] = soundfile.read(path, dtype="float32")[0]
         records.append({"audio": str(path), "text": item["text"], "lang": item["lang"]})
     (work / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
@@ -122,11 +183,18 @@ def main(argv):
     kwargs = ckpt.decoding.decode_kwargs(ckpt.tokenizer, ckpt.model_config.eos_id)
     eval_set = load_eval_set(ckpt, manifest=work / "test.jsonl", batch_size=FLAGS.batch_size)
     ours: dict[int, list[int]] = {}
+    margins: dict[int, dict] = {}
     for batch in eval_set.batches:
         out = decode(model, ckpt.params, batch, "ar_greedy", **kwargs)
         for row, index in enumerate(batch["index"]):
             if batch["example_mask"][row]:
                 ours[int(index)] = list(out.ids[row])
+                theirs = reference[int(index)]["tokens"]
+                if ours[int(index)] != theirs:
+                    margins[int(index)] = divergence(
+                        model, ckpt.params, batch, row, ours[int(index)], theirs,
+                        ckpt.model_config.eos_id,
+                    )  # fmt: skip
     result: dict = {"benchmark": "whisper_multilingual_parity", "model": "whisper-base",
                     "device": f"{jax.devices()[0].device_kind} x{len(jax.devices())}",
                     "dtype": ckpt.model_config.dtype, "batch": FLAGS.batch_size,
@@ -142,16 +210,19 @@ def main(argv):
             return round(count_errors(refs, hyps, norm, with_chars=False).wer, 2)
 
         hyps = [ckpt.tokenizer.decode(ours.get(n, [])) for n in rows]
+        gaps = [margins[n]["gap"] for n in rows if n in margins]
         result["languages"][lang] = {
             "n": len(rows),
             "agreement": round(float(np.mean(same)), 4) if rows else None,
             "wer_jax": wer(hyps),
             "wer_faster_whisper": wer([reference[n]["text"] for n in rows]),
+            "divergence_gaps": sorted(round(g, 4) for g in gaps),
         }
         for n, h in zip(rows, hyps, strict=True):
             details.append({**{k: items[n][k] for k in ("lang", "text", "voice", "rate")},
                             "faster_whisper": reference[n]["text"], "jax": h,
-                            "same_tokens": ours.get(n) == reference[n]["tokens"]})  # fmt: skip
+                            "same_tokens": ours.get(n) == reference[n]["tokens"],
+                            **({"divergence": margins[n]} if n in margins else {})})  # fmt: skip
     agreements = [
         v["agreement"] for v in result["languages"].values() if v["agreement"] is not None
     ]

@@ -279,8 +279,8 @@ def test_converted_whisper_base_matches_faster_whisper_in_each_language(tmp_path
     ckpt = load_checkpoint(convert_whisper(src, tmp_path / "ckpt"))
     audios, lines = [], []
     for n, (lang, text) in enumerate(sentences.items()):
-        audios.append(speak(text, lang, rate=160))
-        soundfile.write(tmp_path / f"{n}.wav", audios[-1], 16000)
+        soundfile.write(tmp_path / f"{n}.wav", speak(text, lang, rate=160), 16000)
+        audios.append(soundfile.read(tmp_path / f"{n}.wav", dtype="float32")[0])  # same samples
         lines.append(json.dumps({"audio": f"{n}.wav", "text": text, "lang": lang}) + "\n")
     (tmp_path / "m.jsonl").write_text("".join(lines))
     reference, _ = faster_whisper_transcripts(str(src), audios, list(sentences))

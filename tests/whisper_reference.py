@@ -2,8 +2,9 @@
 
 faster-whisper (CTranslate2) is the reference: `WhisperModel(dir, device="cpu",
 compute_type="float32").transcribe(audio, beam_size=1, without_timestamps=True, language="en",
-temperature=0, condition_on_previous_text=False, vad_filter=False)`. What its greedy decoding
-does, and what `JaxWhisper` reproduces:
+temperature=0, condition_on_previous_text=False, vad_filter=False, no_speech_threshold=None,
+log_prob_threshold=None, compression_ratio_threshold=None)`. What its greedy decoding does, and
+what `JaxWhisper` reproduces:
 
 * log-mel of the audio (160 zero samples appended, last frame dropped), padded with zeros
   (log-mel value 0) to 3000 frames; encoder over all 1500 frames (no mask);
@@ -13,8 +14,11 @@ does, and what `JaxWhisper` reproduces:
 * `suppress_tokens=[-1]`: CTranslate2's `config.json` `suppress_ids` (non-speech symbols) plus
   the task / start tokens, masked at every step; `suppress_blank`: " " and `<|endoftext|>` also
   masked at the first step (`suppress_ids_begin`); timestamps are not suppressed;
-* what is not reproduced: with a single temperature there is no fallback, but faster-whisper
-  drops the whole segment when no_speech_prob > 0.6 and the average log-prob < -1 (text "").
+* turned off in the reference, because they are heuristics around the decoder, not decoding:
+  faster-whisper's no-speech skip (by default it drops the whole window, text "", when
+  no_speech_prob > 0.6 and the average log-prob < -1: 8 of 400 eSpeak sentences in the
+  multilingual parity run) and its compression-ratio / log-prob quality checks (with a single
+  temperature they only matter to the skip).
 
 The greedy loop below is a minimal, self-contained reference for parity checks; production
 decoding lives in `mdm_asr_jax.ar` / `mdm_asr_jax.decode`, which should apply the checkpoint's
@@ -45,8 +49,13 @@ def faster_whisper_transcripts(
     from faster_whisper import WhisperModel
 
     model = WhisperModel(model_dir, device="cpu", compute_type="float32")
+    # Plain greedy decoding: faster-whisper's no-speech skip (drop a window whose no-speech
+    # probability is over 0.6 and mean log-probability under -1) and its quality thresholds
+    # are heuristics on top of the decoder, so they are turned off.
     options = dict(beam_size=1, without_timestamps=True, temperature=0,
-                   condition_on_previous_text=False, vad_filter=False)  # fmt: skip
+                   condition_on_previous_text=False, vad_filter=False,
+                   no_speech_threshold=None, log_prob_threshold=None,
+                   compression_ratio_threshold=None)  # fmt: skip
     languages = languages or ["en"] * len(audios)
     list(model.transcribe(audios[0], language=languages[0], **options)[0])  # warm-up
     results, seconds = [], 0.0
