@@ -81,12 +81,14 @@ def cell(values: Sequence[float], digits: int = 1, bold: bool = False) -> str:
 
 
 def public_command(command: str) -> str:
-    """The recorded command with each workdir's parent directory written as RUNS/."""
+    """The recorded command with each workdir's parent directory (and a training root) written
+    as RUNS/."""
 
     def shorten(match: re.Match) -> str:
         return f"{match.group(1)}RUNS/{Path(match.group(2)).name}"
 
     command = re.sub(r"(--workdir=)(\S+)", shorten, command)
+    command = re.sub(r"(--train_root=)(\S+)", r"\1RUNS", command)
     return re.sub(r"(--out=)(\S*/)?(\S+)", r"\1docs/data/\3", command)
 
 
@@ -415,19 +417,35 @@ def training_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> li
     variants = sorted({x["train_variant"] for x in lines})
     nfes = sorted({int(x["nfe"]) for x in lines if x.get("nfe") is not None})
     out = ["## Training objective × NFE", ""]
-    out.append("PBEB WER % per training variant (mean ± half the spread over seeds).")
+    out.append(
+        "PBEB WER % per training variant at each NFE cap (mean ± half the spread over seeds), "
+        "PBEB's decoder passes per utterance at the largest cap, and the AR greedy WER of the "
+        "same checkpoints (their AR decoder trains beside the MDM decoder)."
+    )
     out.append("")
+    top = max(nfes) if nfes else None
     for split in splits_of(lines):
         rows = [x for x in lines if x["split"] == split]
         out.append(f"`{split}`:")
         out.append("")
-        out.append("| variant | steps | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
-        out.append("|---|---|" + "---|" * len(nfes))
+        out.append(
+            "| variant | seeds | steps | "
+            + " | ".join(f"NFE {n}" for n in nfes)
+            + f" | passes (NFE {top}) | AR greedy |"
+        )
+        out.append("|---|---|---|" + "---|" * (len(nfes) + 2))
         for variant in variants:
             mine = [x for x in rows if x["train_variant"] == variant]
             steps = sorted({str(x.get("train_steps")) for x in mine})
+            seeds = sorted({int(x["seed"]) for x in mine})
             cells = [cell([x["wer"] for x in mine if x["nfe"] == n]) for n in nfes]
-            out.append(f"| {variant} | {', '.join(steps)} | " + " | ".join(cells) + " |")
+            cells.append(cell([x["mean_nfe"] for x in mine if x["nfe"] == top]))
+            cells.append(cell([x["wer"] for x in mine if x.get("nfe") is None]))
+            out.append(
+                f"| {variant} | {', '.join(map(str, seeds))} | {', '.join(steps)} | "
+                + " | ".join(cells)
+                + " |"
+            )
         out.append("")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
