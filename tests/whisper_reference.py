@@ -16,7 +16,7 @@ what `JaxWhisper` reproduces:
   masked at the first step (`suppress_ids_begin`); timestamps are not suppressed;
 * turned off in the reference, because they are heuristics around the decoder, not decoding:
   faster-whisper's no-speech skip (by default it drops the whole window, text "", when
-  no_speech_prob > 0.6 and the average log-prob < -1: 8 of 400 eSpeak sentences in the
+  no_speech_prob > 0.6 and the average log-prob < -1: 7 of 400 eSpeak sentences in the
   multilingual parity run) and its compression-ratio / log-prob quality checks (with a single
   temperature they only matter to the skip).
 
