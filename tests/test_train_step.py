@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ from mdm_asr_jax.train.config import objective_config
 from mdm_asr_jax.train.defaults import base_config
 from mdm_asr_jax.train.objective import ObjectiveConfig
 from mdm_asr_jax.train.optim import OptimError, make_optimizer
-from mdm_asr_jax.train.trainer import create_train_state, make_train_step
+from mdm_asr_jax.train.trainer import before_mdm_start, create_train_state, make_train_step
 
 
 def _batch(batch_size=8, frames=32, vocab=20):
@@ -119,3 +121,42 @@ def test_objective_rejects_heads_the_model_lacks():
     config = tiny_model_config(ar=False, ctc=False)
     with pytest.raises(ValueError, match="no AR decoder"):
         ObjectiveConfig(ar_weight=1.0, canvas_length=8).validate(config)
+
+
+@pytest.mark.slow
+def test_steps_before_mdm_start_leave_out_the_mdm_loss_and_update_alike():
+    """Before objective.mdm_start_step the trainer runs a step without the MDM loss (its weight
+    is 0 there): same parameters after the step as the full objective, no MDM metrics."""
+    config = tiny_model_config(max_length=12)
+    model = ASRModel(config)
+    c = base_config()
+    c.optim.warmup_steps = 0
+    params = nn.meta.unbox(init_params(model, jax.random.key(0))["params"])
+    tx, _ = make_optimizer(c.optim, 10, params)
+    mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+    state, _ = create_train_state(
+        model, tx, jax.random.key(0), mesh, sharding.DEFAULT_RULES, ema=False
+    )
+    full = dataclasses.replace(_objective(config), mdm_start_step=5)
+    early = before_mdm_start(full)
+    assert early is not None and early.mdm_weight == 0.0
+    batch = jax.tree.map(jnp.asarray, _batch(batch_size=2))
+    before = traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
+    after = {}
+    for name, objective in (("full", full), ("early", early)):
+        step = jax.jit(make_train_step(model, tx, objective, 0.0))
+        new_state, metrics = step(state, batch, jax.random.key(1))
+        after[name] = traverse_util.flatten_dict(jax.device_get(new_state.params), sep="/")
+        assert ("mdm_loss" in metrics) == (name == "full")
+        if name == "full":
+            assert float(metrics["mdm_weight"]) == 0.0
+    moved = [k for k in before if not np.array_equal(after["full"][k], before[k])]
+    assert moved, "the step changed no parameter"
+    for name in after["full"]:
+        np.testing.assert_allclose(
+            after["early"][name], after["full"][name], atol=1e-6, err_msg=name
+        )
+    # No early phase without a later MDM start, or when the MDM loss is all there is.
+    assert before_mdm_start(_objective(config)) is None
+    mdm_only = dataclasses.replace(full, ar_weight=0.0, ctc_weight=0.0)
+    assert before_mdm_start(mdm_only) is None

@@ -88,6 +88,28 @@ def test_resume_after_interruption_gives_the_same_next_losses(tmp_path):
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_mdm_start_step_trains_without_the_mdm_loss_until_then(tmp_path, capsys):
+    """The paper's recipe inside one run: the steps before `mdm_start_step` run a train step
+    without the MDM loss (their train metrics have none); at that step the MDM decoder starts
+    as the AR decoder's copy, and from then on the MDM loss trains too."""
+    manifest = write_corpus(tmp_path / "data")
+    config = tiny_train_config(manifest, num_steps=3)
+    config.objective.mdm_start_step = 2
+    config.objective.mdm_from_ar = True
+    config.train.checkpoint_every = 3
+    results = train_and_evaluate(config, tmp_path / "work")
+    logged = {
+        int(line.split()[1].split("/")[0]): line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("step ")
+    }
+    assert sorted(logged) == [1, 2, 3], logged
+    assert "mdm_loss" not in logged[1] + logged[2], logged
+    assert "mdm_loss=" in logged[3] and "ar_loss=" in logged[3], logged[3]
+    assert "mdm_loss" in results["train"]
+
+
 _WORKER = r"""
 import json, sys
 import jax

@@ -167,6 +167,16 @@ def make_train_step(
     return train_step
 
 
+def before_mdm_start(objective: ObjectiveConfig) -> ObjectiveConfig | None:
+    """The objective of the steps before `mdm_start_step` (the MDM loss, weight 0 there, left
+    out), or None when there is no such phase or nothing else would be trained in it."""
+    if objective.mdm_start_step <= 0 or objective.mdm_weight <= 0:
+        return None
+    if objective.ar_weight + objective.ctc_weight <= 0:
+        return None
+    return dataclasses.replace(objective, mdm_weight=0.0)
+
+
 def encoder_is_frozen(params: Any, freeze: Any) -> bool:
     """Whether `optim.freeze` covers every encoder parameter."""
     labels = traverse_util.flatten_dict(group_labels(params, list(freeze), []))
@@ -407,14 +417,23 @@ def train_and_evaluate(
         print(f"resumed from step {start_step} in {workdir}", flush=True)
 
     encoder_cache = EncoderCache(model) if config.train.cache_encoder else None
-    train_step = jax.jit(
-        make_train_step(
-            model, tx, objective, config.optim.ema_decay, accumulation_steps(config.optim)
-        ),
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
-        out_shardings=(state_shardings, None),
-        donate_argnums=(0,),
-    )
+
+    def jit_step(objective: ObjectiveConfig):
+        return jax.jit(
+            make_train_step(
+                model, tx, objective, config.optim.ema_decay, accumulation_steps(config.optim)
+            ),
+            in_shardings=(state_shardings, sharding.batch_sharding(mesh), None),
+            out_shardings=(state_shardings, None),
+            donate_argnums=(0,),
+        )
+
+    train_step = jit_step(objective)
+    # Before objective.mdm_start_step the MDM loss has weight 0: a step without it (compiled
+    # only when that phase has steps left) gives the same update at a fraction of the cost.
+    mdm_start = objective.mdm_start_step
+    early_objective = before_mdm_start(objective)
+    early_step = jit_step(early_objective) if early_objective and start_step < mdm_start else None
     writer = Writer(workdir, num_steps)
     window = MetricWindow()
     best = _read_best(workdir)
@@ -441,7 +460,8 @@ def train_and_evaluate(
                     host_batch = encoder_cache(state.params, host_batch)
                 batch = sharding.global_batch(host_batch, mesh)
                 profiler.before_step(step + 1)
-                state, metrics = train_step(state, batch, train_key)
+                step_fn = early_step if early_step and step < mdm_start else train_step
+                state, metrics = step_fn(state, batch, train_key)
                 profiler.after_step(step + 1, metrics)
                 window.add(metrics)
                 step += 1
@@ -449,6 +469,7 @@ def train_and_evaluate(
                     step % config.train.log_every == 0
                     or step == num_steps
                     or step == start_step + 1
+                    or (early_step and step == mdm_start)  # the train metrics change here
                 ):
                     check_finite(window, step)
                     host = window.result()  # sums over the steps since the last log, divided once
