@@ -1,6 +1,6 @@
 """The objective's options each keep the property they promise: per-real-token normalisation,
-w(t) variants, forbidden ids, a dropout-free ISCT step 1, EOS-tail masking, MDM warm-up, and the
-AR -> MDM initialisation map."""
+w(t) variants, forbidden ids, a dropout-free ISCT step 1, EOS-tail and suffix masking, MDM
+warm-up, and the AR -> MDM initialisation map."""
 
 from __future__ import annotations
 
@@ -215,6 +215,42 @@ def test_tail_masking_hides_the_whole_eos_tail_with_its_probability():
             assert whole.mean() < 0.3
     with pytest.raises(ProcessError, match="tail_mask_prob"):
         ProcessConfig(tail_mask_prob=1.5).validate()
+
+
+def test_suffix_masking_hides_a_suffix_of_about_t_of_the_real_tokens():
+    """With suffix_mask_prob p, a fraction p of the canvases (at every ISCT step) is masked from
+    one slot to the end, the states left-to-right decoding meets, hiding about a fraction t of
+    the real tokens (mean t = 0.5); the others keep the independent draw."""
+    logits_fn, seen = _capture_canvases(favourite=7)
+    rows, length = 256, 16
+    lengths = jnp.full((rows,), 11)  # 11 transcript tokens + the first EOS = 12 real tokens
+    targets = jnp.where(jnp.arange(length)[None, :] < 11, 4, EOS) * jnp.ones((rows, 1), int)
+    weight = jnp.ones(targets.shape)
+
+    def suffix_shaped(canvas):  # once a slot is masked, every slot right of it is
+        masked = canvas == MASK
+        return np.all(masked == np.maximum.accumulate(masked, axis=1), axis=1)
+
+    for probability in (0.0, 0.5, 1.0):
+        seen.clear()
+        config = ProcessConfig(isct_steps=2, suffix_mask_prob=probability)
+        process.isct_loss(
+            logits_fn, jax.random.key(4), targets, weight, MASK, config, lengths=lengths
+        )
+        assert len(seen) == 2
+        for canvas in seen:
+            suffix = suffix_shaped(canvas)
+            if probability == 1.0:
+                assert suffix.all()
+                hidden = (canvas[:, :12] == MASK).mean()
+                assert 0.4 < hidden < 0.6, hidden
+                assert np.all(canvas[:, 12:] == MASK)  # the EOS tail is part of the suffix
+            elif probability == 0.5:
+                assert 0.45 < suffix.mean() < 0.7  # 0.5 chosen + suffixes drawn by chance
+            else:
+                assert suffix.mean() < 0.2
+    with pytest.raises(ProcessError, match="suffix_mask_prob"):
+        ProcessConfig(suffix_mask_prob=-0.1).validate()
 
 
 def test_mdm_weight_warms_up_linearly_over_its_steps():

@@ -156,11 +156,13 @@ def corrupt(
     schedule: str = "linear",
     maskable: Array | None = None,
     force: Array | None = None,
+    instead: tuple[Array, Array] | None = None,
 ) -> Corruption:
     """Absorbing-state masking: each maskable position -> [MASK] w.p. 1 - alpha(t), independently.
 
     tokens [B, L] int, t [B] in (0, 1], maskable [B, L] bool (default all), force [B, L] bool:
-    positions masked whatever the draw (e.g. a whole EOS tail).
+    positions masked whatever the draw (e.g. a whole EOS tail). instead = (rows [B] bool,
+    masks [B, L] bool): those rows take these masks in place of the independent draw.
     """
     if tokens.ndim != 2:
         raise ProcessError(f"tokens must be [batch, length], got shape {tokens.shape}")
@@ -172,6 +174,9 @@ def corrupt(
         maskable = jnp.ones(tokens.shape, bool)
     keep = alpha(t, schedule)[:, None]
     masked = (jax.random.uniform(key, tokens.shape) >= keep) & maskable
+    if instead is not None:
+        rows, masks = instead
+        masked = jnp.where(rows[:, None], masks & maskable, masked)
     if force is not None:
         masked = masked | (force & maskable)
     canvas = jnp.where(masked, mask_id, tokens).astype(jnp.int32)
@@ -255,6 +260,9 @@ class ProcessConfig:
     forbidden_ids: tuple[int, ...] = ()  # never predicted: zero training probability, not in x_k
     deterministic_first: bool = False  # ISCT step 1 without dropout
     tail_mask_prob: float = 0.0  # P(an utterance's whole EOS tail is masked) at every step
+    # P(an utterance's canvas is masked as a suffix instead of independently): every slot from
+    # round((1 - t) x real tokens) on, the canvases left-to-right decoding meets
+    suffix_mask_prob: float = 0.0
 
     def validate(self) -> ProcessConfig:
         if self.schedule not in SCHEDULES:
@@ -277,6 +285,8 @@ class ProcessConfig:
             raise ProcessError(f"normalize={self.normalize!r}; choose one of {NORMALIZATIONS}")
         if not 0.0 <= self.tail_mask_prob <= 1.0:
             raise ProcessError(f"tail_mask_prob={self.tail_mask_prob} must be in [0, 1]")
+        if not 0.0 <= self.suffix_mask_prob <= 1.0:
+            raise ProcessError(f"suffix_mask_prob={self.suffix_mask_prob} must be in [0, 1]")
         return self
 
     @property
@@ -319,6 +329,22 @@ def _tail_force(key: Array, tail: Array | None, probability: float) -> Array | N
     return tail & chosen[:, None]
 
 
+def _suffix_masks(
+    key: Array, t: Array, real: Array, probability: float
+) -> tuple[Array, Array] | None:
+    """(rows [B] bool, masks [B, L] bool) for `corrupt(instead=...)`: each utterance w.p.
+    `probability` is masked from slot round((1 - t) x its real tokens) to the canvas end, so
+    about a fraction t of its real tokens (and its whole EOS tail) is hidden, as in a canvas
+    that left-to-right decoding has filled up to there."""
+    if probability <= 0.0:
+        return None
+    rows = jax.random.uniform(key, t.shape) < probability
+    count = jnp.sum(real > 0, axis=1).astype(jnp.float32)
+    cut = jnp.round((1.0 - t) * count)
+    position = jnp.arange(real.shape[1], dtype=jnp.float32)[None, :]
+    return rows, position >= cut[:, None]
+
+
 def mdm_loss(
     logits_fn: LogitsFn,
     key: Array,
@@ -341,7 +367,10 @@ def mdm_loss(
         time_key, targets.shape[0], eps=config.eps, low_discrepancy=config.low_discrepancy
     )
     force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
-    corruption = corrupt(mask_key, targets, t, mask_id, schedule=config.schedule, force=force)
+    instead = _suffix_masks(jax.random.fold_in(mask_key, 2), t, real, config.suffix_mask_prob)
+    corruption = corrupt(
+        mask_key, targets, t, mask_id, schedule=config.schedule, force=force, instead=instead
+    )
     logits = forbid(logits_fn(corruption.canvas, model_key), config.forbidden_ids)
     terms = _terms(logits, targets, target_weight, corruption, config)
     terms["target_tokens"] = jnp.sum(real if config.normalize == "real_tokens" else target_weight)
@@ -401,7 +430,10 @@ def isct_loss(
         else:
             t = fresh_t
         force = _tail_force(jax.random.fold_in(mask_key, 1), tail, config.tail_mask_prob)
-        corruption = corrupt(mask_key, previous, t, mask_id, schedule=config.schedule, force=force)
+        instead = _suffix_masks(jax.random.fold_in(mask_key, 2), t, real, config.suffix_mask_prob)
+        corruption = corrupt(
+            mask_key, previous, t, mask_id, schedule=config.schedule, force=force, instead=instead
+        )
         logits = forbid(predict(corruption.canvas, model_key, index), config.forbidden_ids)
         terms = _terms(logits, targets, target_weight, corruption, config)
         if config.prediction == "argmax":

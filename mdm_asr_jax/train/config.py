@@ -39,6 +39,7 @@ def process_config(config: ml_collections.ConfigDict) -> ProcessConfig:
         normalize=obj.normalize,
         deterministic_first=obj.isct_deterministic_first,
         tail_mask_prob=obj.tail_mask_prob,
+        suffix_mask_prob=obj.suffix_mask_prob,
     ).validate()
 
 

@@ -124,6 +124,7 @@ def base_config() -> ml_collections.ConfigDict:
             exclude_special=True,  # [MASK] / pad / prompt / special ids: no training probability
             isct_deterministic_first=False,  # ISCT step 1 without dropout
             tail_mask_prob=0.0,  # P(an utterance's whole EOS tail is masked): unknown length
+            suffix_mask_prob=0.0,  # P(a canvas is masked as a suffix): left-to-right states
             mdm_warmup_steps=0,  # MDM weight ramps from 0 over these steps (CTC/AR align first)
             mdm_start_step=0,  # MDM loss off before this step (then the warm-up above)
             # The paper's recipe in one run: at mdm_start_step the MDM decoder is overwritten
