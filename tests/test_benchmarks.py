@@ -99,6 +99,27 @@ def test_multilingual_parity_recheck_names_a_bad_details_file_before_any_work(tm
     assert "faster-whisper" not in result.stderr  # stopped before the reference ran
 
 
+def test_error_breakdown_prints_a_line_per_file_and_names_a_bad_file(tmp_path):
+    rows = [("a.wav", "one two three"), ("b.wav", "four five")]
+    first, second = tmp_path / "ar.jsonl", tmp_path / "mdm.jsonl"
+    first.write_text("".join(json.dumps({"audio": a, "ref": r, "hyp": r}) + "\n" for a, r in rows))
+    second.write_text(  # the other order, one word dropped
+        json.dumps({"audio": "b.wav", "ref": "four five", "hyp": "four"}) + "\n"
+        + json.dumps({"audio": "a.wav", "ref": "one two three", "hyp": "one two three"}) + "\n"
+    )  # fmt: skip
+    result = run_benchmark(
+        "error_breakdown.py", f"--hyps=ar={first},mdm={second}", "--normalizer=basic"
+    )
+    assert result.returncode == 0, result.stderr
+    ar, mdm = json_lines(result.stdout)
+    assert (ar["label"], ar["word_errors"], ar["exact"]) == ("ar", 0, 2)
+    assert (mdm["label"], mdm["deletions"], mdm["words"], mdm["hyp_words"]) == ("mdm", 1, 5, 4)
+    assert (mdm["exact_only_ar"], mdm["exact_only_mdm"]) == (1, 0)
+    second.write_text('{"audio": "b.wav", "text": "four five"}\n')
+    bad = run_benchmark("error_breakdown.py", f"--hyps=ar={first},mdm={second}")
+    assert bad.returncode != 0 and "line 1" in bad.stderr and "mdm.jsonl" in bad.stderr
+
+
 def test_train_step_rejects_an_unknown_objective():
     result = run_benchmark("train_step.py", "--objectives=mdm,bogus")
     assert result.returncode != 0

@@ -29,7 +29,7 @@ from mdm_asr_jax.checkpoint import (
 from mdm_asr_jax.decode import DecodeOutput
 from mdm_asr_jax.diffusion.samplers import parse_sampler, tokens_to_ids
 from mdm_asr_jax.eval import evaluate as ev
-from mdm_asr_jax.eval.metrics import ErrorCounts, count_errors
+from mdm_asr_jax.eval.metrics import ErrorCounts, count_errors, error_breakdown
 from mdm_asr_jax.inference import eval_set as inference_eval_set
 from mdm_asr_jax.inference.batching import frame_bucket
 from mdm_asr_jax.inference.eval_set import load_eval_set
@@ -180,6 +180,27 @@ def test_digit_vs_word_is_no_error():
 def test_empty_reference_counts_hypothesis_words_as_insertions():
     counts = count_errors(["", "a b"], ["x y", "a b"], "none")
     assert (counts.word_errors, counts.words) == (2, 2)
+
+
+def test_error_breakdown_adds_up_to_the_counted_errors_and_places_them_by_position():
+    refs = ["the cat sat on the mat", "a b c d", "", "one two three"]
+    hyps = ["the cat sat on mat today", "a x c d e", "oh", "one one two three"]
+    breakdown = error_breakdown(refs, hyps, "none", parts=2)
+    counts = count_errors(refs, hyps, "none")
+    assert breakdown.word_errors == counts.word_errors and breakdown.words == counts.words
+    assert (breakdown.substitutions, breakdown.deletions, breakdown.insertions) == (3, 0, 3)
+    # "mat today" for "the mat" (words 4-5 of 6): the second half; "x" for "b" (word 1 of 4):
+    # the first half, "e" after the end: the second; "oh" (empty reference): the first; the
+    # extra "one" at the start: the first half.
+    assert breakdown.errors_by_part == (3, 3)
+    assert breakdown.words_by_part == (3 + 2 + 2, 3 + 2 + 1)
+    assert sum(breakdown.errors_by_part) == breakdown.word_errors
+    assert breakdown.as_dict()["wer_by_part"] == [pytest.approx(300 / 7), pytest.approx(50.0)]
+    assert (breakdown.exact, breakdown.utterances) == (0, 4)
+    assert (breakdown.repeats, breakdown.ref_repeats) == (1, 0)
+    assert breakdown.hyp_words == counts.words + 3
+    dropped = error_breakdown(["a b c", "d e f"], ["a c", "d e f"], "none", parts=3)
+    assert (dropped.deletions, dropped.errors_by_part, dropped.exact) == (1, (0, 1, 0), 1)
 
 
 def test_frame_buckets_hold_the_input_and_are_few():

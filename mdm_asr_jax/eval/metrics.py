@@ -95,6 +95,123 @@ def count_errors(
     return ErrorCounts(int(word_errors), int(words), int(char_errors), int(chars), len(refs))
 
 
+@dataclasses.dataclass(frozen=True)
+class ErrorBreakdown:
+    """Where and of what kind a system's word errors are (one host's sums).
+
+    `substitutions + deletions + insertions` is `count_errors`'s word error count for the same
+    pairs. `errors_by_part[k]` holds the errors whose reference position falls in the k-th of
+    `len(errors_by_part)` equal parts of its utterance (an insertion counts at the reference word
+    after it, at the last word when it ends the utterance); `words_by_part[k]` the reference words
+    there, so their ratio is a WER per part. `hyp_words` against `words` says whether a system
+    drops or adds words; `repeats` counts hypothesis words equal to the word before them,
+    `ref_repeats` the same in the references.
+    """
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    words: int
+    hyp_words: int
+    errors_by_part: tuple[int, ...]
+    words_by_part: tuple[int, ...]
+    exact: int
+    utterances: int
+    repeats: int
+    ref_repeats: int
+
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        return 100.0 * self.word_errors / self.words if self.words else float("nan")
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready: the counts, WER and the WER of each part of the utterances (percent)."""
+        out: dict[str, object] = dataclasses.asdict(self)
+        out["errors_by_part"] = list(self.errors_by_part)
+        out["words_by_part"] = list(self.words_by_part)
+        out["word_errors"] = self.word_errors
+        out["wer"] = self.wer
+        out["wer_by_part"] = [
+            100.0 * e / w if w else float("nan")
+            for e, w in zip(self.errors_by_part, self.words_by_part, strict=True)
+        ]
+        return out
+
+
+def _adjacent_repeats(words: Sequence[str]) -> int:
+    return sum(a == b for a, b in zip(words[:-1], words[1:], strict=True))
+
+
+def error_breakdown(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    normalizer: str | Callable[[str], str] = "english",
+    *,
+    parts: int = 3,
+) -> ErrorBreakdown:
+    """Substitutions, deletions and insertions of `hyps` against `refs` (normalised as in
+    `count_errors`, same alignment), with the errors placed in `parts` equal parts of each
+    reference: e.g. whether a decoder that commits left to right errs more at the end."""
+    if isinstance(refs, str) or isinstance(hyps, str):
+        raise ValueError("refs and hyps must be sequences of strings, not single strings")
+    if len(refs) != len(hyps):
+        raise ValueError(f"refs has {len(refs)} items but hyps has {len(hyps)}; pair them 1:1")
+    if parts < 1:
+        raise ValueError(f"parts={parts}; use 1 or more")
+    norm = get_normalizer(normalizer) if isinstance(normalizer, str) else normalizer
+    sub = dele = ins = words = hyp_words = exact = repeats = ref_repeats = 0
+    by_part, words_by_part = [0] * parts, [0] * parts
+    for ref, hyp in zip(refs, hyps, strict=True):
+        ref_w, hyp_w = norm(ref).split(), norm(hyp).split()
+        words += len(ref_w)
+        hyp_words += len(hyp_w)
+        repeats += _adjacent_repeats(hyp_w)
+        ref_repeats += _adjacent_repeats(ref_w)
+        if not ref_w:  # nothing to align against: every hypothesis word is inserted
+            ins += len(hyp_w)
+            by_part[0] += len(hyp_w)
+            exact += not hyp_w
+            continue
+        n = len(ref_w)
+        for k in range(n):
+            words_by_part[k * parts // n] += 1
+        errors = 0
+        for chunk in jiwer.process_words(" ".join(ref_w), " ".join(hyp_w)).alignments[0]:
+            if chunk.type == "equal":
+                continue
+            if chunk.type == "insert":
+                count = chunk.hyp_end_idx - chunk.hyp_start_idx
+                ins += count
+                by_part[min(chunk.ref_start_idx, n - 1) * parts // n] += count
+                errors += count
+                continue
+            if chunk.type == "substitute":
+                sub += chunk.ref_end_idx - chunk.ref_start_idx
+            else:
+                dele += chunk.ref_end_idx - chunk.ref_start_idx
+            for k in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                by_part[k * parts // n] += 1
+                errors += 1
+        exact += errors == 0
+    return ErrorBreakdown(
+        substitutions=sub,
+        deletions=dele,
+        insertions=ins,
+        words=words,
+        hyp_words=hyp_words,
+        errors_by_part=tuple(by_part),
+        words_by_part=tuple(words_by_part),
+        exact=exact,
+        utterances=len(refs),
+        repeats=repeats,
+        ref_repeats=ref_repeats,
+    )
+
+
 def gather_counts(counts: ErrorCounts) -> ErrorCounts:
     """`counts` summed over every JAX process (WER across hosts = one division of the sums)."""
     total = sum_across_processes(np.asarray(counts.as_tuple(), np.int32))
