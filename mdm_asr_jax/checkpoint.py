@@ -262,14 +262,23 @@ def _restore_params(path: Path) -> Any:
         return checkpointer.restore(path, target)
 
 
-def find_workdir_step(directory: Path) -> Path:
-    """The item folder of the best (by eval WER) or latest step of a training workdir."""
+def find_workdir_step(directory: Path, step: int | None = None) -> Path:
+    """The item folder of step `step` of a training workdir, by default the best (by eval WER)
+    or latest one."""
     manager_dir = directory / CHECKPOINTS_DIR
     steps = sorted((int(p.name), p) for p in manager_dir.iterdir() if p.name.isdigit())
     if not steps:
         raise CheckpointError(
             f"{manager_dir} holds no saved step yet: train longer or wait for a save"
         )
+    if step is not None:
+        saved = dict(steps)
+        if step not in saved:
+            raise CheckpointError(
+                f"step {step} is not saved in {manager_dir}; the saved steps are "
+                f"{', '.join(str(s) for s in saved)}"
+            )
+        return saved[step]
     best_file = directory / "best.json"
     chosen = steps[-1][1]
     if best_file.exists():
@@ -282,18 +291,23 @@ def find_workdir_step(directory: Path) -> Path:
     return chosen
 
 
-def load_checkpoint(directory: str | Path) -> LoadedCheckpoint:
+def load_checkpoint(directory: str | Path, step: int | None = None) -> LoadedCheckpoint:
     """Load an exported checkpoint directory, or the best/latest step of a training workdir
-    (local or gs://)."""
+    (local or gs://); `step` picks a saved step of a workdir instead."""
     directory = paths.resolve(directory, "checkpoint")
     if not directory.exists():
         raise CheckpointError(f"checkpoint {directory} does not exist")
     model_config, feature_config, tokenizer, decoding, info = read_config(directory)
+    if step is not None and (directory / PARAMS_DIR).exists():
+        raise CheckpointError(
+            f"{directory} is an exported checkpoint with one set of weights; a step can only be "
+            "chosen in a training workdir"
+        )
     if (directory / PARAMS_DIR).exists():
         params = _restore_params(directory / PARAMS_DIR)
         info = dict(info)
     elif (directory / CHECKPOINTS_DIR).exists():
-        step_dir = find_workdir_step(directory)
+        step_dir = find_workdir_step(directory, step)
         params_path = step_dir / "params"
         if not params_path.exists():
             raise CheckpointError(f"{step_dir} has no params item; the workdir is damaged")

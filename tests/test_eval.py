@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import flax.linen
@@ -21,6 +22,7 @@ from tiny import tiny_model_config
 
 from mdm_asr_jax.audio import FeatureConfig, load_audio, write_wav
 from mdm_asr_jax.checkpoint import (
+    CheckpointError,
     DecodingDefaults,
     LoadedCheckpoint,
     export_checkpoint,
@@ -346,6 +348,43 @@ def test_eval_cli_bad_checkpoint_path_exits_with_a_message(tmp_path, capsys):
         _run_cli([f"--checkpoint={tmp_path / 'nope'}", "--manifest=m.jsonl"])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_chosen_step_of_a_workdir_loads_that_step_and_an_unsaved_one_is_named(
+    checkpoint_dir, tmp_path, capsys
+):
+    """A workdir laid out as the trainer saves it: the config files, then checkpoints/STEP/params
+    for steps 4 (best dev WER) and 8 (other weights)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(checkpoint_dir, workdir, ignore=shutil.ignore_patterns("params"))
+    exported = load_checkpoint(checkpoint_dir)
+    other = export_checkpoint(
+        tmp_path / "other", exported.model_config, random_params(exported.model_config, seed=1),
+        exported.feature_config, exported.tokenizer,
+    )  # fmt: skip
+    for step, source in ((4, checkpoint_dir), (8, other)):
+        (workdir / "checkpoints" / str(step)).mkdir(parents=True)
+        shutil.copytree(source / "params", workdir / "checkpoints" / str(step) / "params")
+    (workdir / "best.json").write_text(json.dumps({"step": 4, "wer": 10.0}))
+
+    def leaves(params):
+        return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+    best, last = load_checkpoint(workdir), load_checkpoint(workdir, step=8)
+    assert (best.info["step"], last.info["step"]) == (4, 8)
+    for a, b in zip(leaves(best.params), leaves(exported.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(leaves(last.params), leaves(best.params), strict=True)
+    )
+    with pytest.raises(CheckpointError, match="step 5 is not saved .* 4, 8"):
+        load_checkpoint(workdir, step=5)
+    with pytest.raises(CheckpointError, match="exported checkpoint"):
+        load_checkpoint(checkpoint_dir, step=4)
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli([f"--checkpoint={workdir}", "--manifest=m.jsonl", "--step=-1"])
+    assert exit_info.value.code == 2 and "--step=-1" in capsys.readouterr().err
 
 
 def test_in_memory_params_evaluate_like_a_checkpoint_and_pass_canvas_length(

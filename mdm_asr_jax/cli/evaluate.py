@@ -8,7 +8,8 @@ Example:
         --sampler='pbeb(lam=0.2,gamma=0.05)' --sampler=ar_greedy --nfe=8,16,32 \\
         --batch_size=16 --output=results.jsonl --hyps=hyps.jsonl
 
-DIR is an exported checkpoint directory or a training workdir (best by eval WER, else latest).
+DIR is an exported checkpoint directory or a training workdir (best by eval WER, else latest;
+--step=N evaluates another saved step).
 Samplers may be repeated or comma-separated (commas inside parentheses belong to the spec);
 every MDM sampler runs at every NFE, AR / CTC samplers once. One JSON line per run is printed
 and written to --output. Paths, sampler specs, NFEs, the normaliser and the batch size are
@@ -28,7 +29,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from mdm_asr_jax.audio import AudioError
-from mdm_asr_jax.checkpoint import CheckpointError
+from mdm_asr_jax.checkpoint import CheckpointError, load_checkpoint
 from mdm_asr_jax.cli.common import run_app
 from mdm_asr_jax.data.manifest import ManifestError
 from mdm_asr_jax.decode import checkpoint_with_dtype
@@ -48,6 +49,13 @@ FLAGS = flags.FlagValues()
 
 flags.DEFINE_string(
     "checkpoint", None, "Checkpoint directory or training workdir.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "step",
+    None,
+    "Of a training workdir, evaluate this saved step (e.g. one point of a WER-vs-steps curve). "
+    "Default: the step with the best eval WER, else the latest.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_string(
     "manifest", None, "JSONL manifest ({'audio': path, 'text': ...} per line).", flag_values=FLAGS
@@ -186,6 +194,8 @@ def validate_flags() -> None:
         raise EvalError("--checkpoint is required: a checkpoint directory or training workdir")
     if (FLAGS.manifest is None) == (FLAGS.dataset is None):
         raise EvalError("give exactly one of --manifest=M.jsonl or --dataset=tfds:NAME/SPLIT")
+    if FLAGS.step is not None and FLAGS.step < 0:
+        raise EvalError(f"--step={FLAGS.step}: give a saved step of the workdir (0 or more)")
     for name in ("batch_size", "max_utterances", "canvas_length"):
         value = getattr(FLAGS, name)
         if value is not None and value < 1:
@@ -232,6 +242,8 @@ def run_from_flags() -> list[dict[str, Any]]:
         if dataset is not None and dataset.startswith("tfds:"):
             dataset = dataset[len("tfds:") :]
         checkpoint = FLAGS.checkpoint
+        if FLAGS.step is not None:
+            checkpoint = load_checkpoint(checkpoint, step=FLAGS.step)
         if FLAGS.dtype is not None:
             checkpoint = checkpoint_with_dtype(as_checkpoint(checkpoint), FLAGS.dtype)
         return evaluate_sweep(
