@@ -74,12 +74,11 @@ def parse_pairs(items: list[str]) -> list[tuple[str, Path]]:
 
 def main(argv: list[str]) -> None:
     del argv
-    get_normalizer(FLAGS.normalizer)  # an unknown name fails here, before any file is read
+    norm = get_normalizer(FLAGS.normalizer)  # an unknown name fails here, before any file is read
     pairs = parse_pairs(FLAGS.hyps)
     systems = [(label, path, read_hyps(path)) for label, path in pairs]
     first_label, _, first_rows = systems[0]
     keys = [row.get("audio", i) for i, row in enumerate(first_rows)]
-    norm = get_normalizer(FLAGS.normalizer)
     first_exact = None
     for label, path, rows in systems:
         by_audio = {row.get("audio", i): row for i, row in enumerate(rows)}

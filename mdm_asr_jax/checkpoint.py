@@ -298,12 +298,12 @@ def load_checkpoint(directory: str | Path, step: int | None = None) -> LoadedChe
     if not directory.exists():
         raise CheckpointError(f"checkpoint {directory} does not exist")
     model_config, feature_config, tokenizer, decoding, info = read_config(directory)
-    if step is not None and (directory / PARAMS_DIR).exists():
-        raise CheckpointError(
-            f"{directory} is an exported checkpoint with one set of weights; a step can only be "
-            "chosen in a training workdir"
-        )
     if (directory / PARAMS_DIR).exists():
+        if step is not None:
+            raise CheckpointError(
+                f"{directory} is an exported checkpoint with one set of weights; a step can only "
+                "be chosen in a training workdir"
+            )
         params = _restore_params(directory / PARAMS_DIR)
         info = dict(info)
     elif (directory / CHECKPOINTS_DIR).exists():
