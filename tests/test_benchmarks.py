@@ -383,3 +383,47 @@ def test_train_step_layer_study_prints_each_layout_and_remat():
         if record["layout"] == "loop":
             assert record["scan_compile_speedup"] > 0
         assert {"device", "dtype", "batch_size", "timed"} <= set(record)
+
+
+def _multilingual_line(model, lang, wer, nfe=None, passes=None, sampler="ar_greedy"):
+    return {"benchmark": "whisper_multilingual_table", "model": model, "lang": lang,
+            "sampler": sampler, "nfe": nfe, "wer": wer, "mean_nfe": passes}  # fmt: skip
+
+
+def test_whisper_multilingual_table_renders_recorded_lines_of_several_files(tmp_path):
+    """--render: lines recorded by separate runs make one table, models in the order zero-shot,
+    AR, MDM (by NFE), a WER column per language, their mean, and the mean passes; a language no
+    line gives is '-'. A file that is not the benchmark's is named with its line."""
+    pbeb = "pbeb:lam=0.2,gamma=0.05"
+    first = [_multilingual_line("mdm", x, w, 32, p, pbeb) for x, w, p in
+             (("en", 10.0, 9.0), ("fr", 20.0, 11.0))]  # fmt: skip
+    second = [_multilingual_line("ar", "en", 12.5, passes=10.0),
+              _multilingual_line("ar", "fr", 30.0, passes=12.0),
+              _multilingual_line("mdm", "en", 14.0, 8, 7.0, pbeb),
+              _multilingual_line("zero-shot", "en", 50.0)]  # fmt: skip
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(x) + "\n" for x in first))
+    b.write_text("".join(json.dumps(x) + "\n" for x in second) + "\n")
+    result = run_benchmark("whisper_multilingual_table.py", f"--render={a},{b}", "--langs=en,fr")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.splitlines()
+    assert table[0] == "| model | decoder | en WER % | fr WER % | mean WER % | passes |"
+    assert table[2:] == [
+        "| zero-shot | greedy | 50.00 | - | - | - |",
+        "| ar | greedy | 12.50 | 30.00 | 21.25 | 11.0 |",
+        f"| mdm | {pbeb} NFE 8 | 14.00 | - | - | 7.0 |",
+        f"| mdm | {pbeb} NFE 32 | 10.00 | 20.00 | 15.00 | 10.0 |",
+    ]
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps(first[0]) + "\n" + json.dumps({"benchmark": "decode_speed"}) + "\n")
+    bad = run_benchmark("whisper_multilingual_table.py", f"--render={other}")
+    assert bad.returncode != 0
+    assert f"{other} line 2 is not a whisper_multilingual_table line" in bad.stderr
+
+
+def test_whisper_multilingual_table_names_missing_test_sets_before_loading_models(tmp_path):
+    result = run_benchmark(
+        "whisper_multilingual_table.py", f"--data={tmp_path}", f"--ar={tmp_path / 'none'}"
+    )
+    assert result.returncode != 0
+    assert "missing test sets" in result.stderr and "test_fr.jsonl" in result.stderr
