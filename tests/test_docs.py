@@ -6,6 +6,7 @@
   (`page.md#section`) at a heading of that page.
 - No file of the documentation, the package, the configs or the benchmarks contains a path of
   one machine (a home directory, /root, /work, a pyenv install).
+- docs/multilingual.md's per-language table is the render of docs/data/multilingual.jsonl.
 """
 
 from __future__ import annotations
@@ -159,3 +160,22 @@ def test_the_link_checker_sees_links_and_anchors():
     )
     assert github_anchor("Whisper tiny.en: MDM-ASR vs AR") == "whisper-tinyen-mdm-asr-vs-ar"
     assert MACHINE_PATH.search("data at /home/alice/fsdd") and not MACHINE_PATH.search("work/x")
+
+
+def test_the_multilingual_table_is_the_render_of_its_recorded_lines():
+    """docs/multilingual.md's per-language table is what `whisper_multilingual_table.py --render`
+    makes of docs/data/multilingual.jsonl, so the page and the recorded lines cannot drift."""
+    import os
+    import subprocess
+    import sys
+
+    page = (DOCS / "multilingual.md").read_text()
+    start, end = "<!-- multilingual-table:start -->\n", "<!-- multilingual-table:end -->"
+    assert page.count(start) == 1 and page.count(end) == 1
+    shown = page[page.index(start) + len(start) : page.index(end)]
+    rendered = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "whisper_multilingual_table.py"),
+         f"--render={DOCS / 'data' / 'multilingual.jsonl'}"],
+        capture_output=True, text=True, check=True, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert shown == rendered.stdout
