@@ -95,7 +95,7 @@ def markdown(rows: list[dict], langs: list[str]) -> str:
     )
     for model, nfe in keys:
         cells = {r["lang"]: r for r in rows if (r["model"], r["nfe"]) == (model, nfe)}
-        decoder = "greedy" if nfe is None else f"{cells[next(iter(cells))]['sampler']} NFE {nfe}"
+        decoder = "greedy" if nfe is None else f"{next(iter(cells.values()))['sampler']} NFE {nfe}"
         wers = [cells[x]["wer"] if x in cells else None for x in langs]
         shown = " | ".join("-" if w is None else f"{w:.2f}" for w in wers)
         mean = f"{sum(wers) / len(wers):.2f}" if None not in wers else "-"
