@@ -14,6 +14,12 @@ eval contract of `mdm_asr_jax.eval.evaluate` plus where it came from):
      later-time options (independent / same / lower) — launches `mdm-asr-train` runs with config
      overrides, then evaluates each at NFE 2, 4, 8, 16, 32 (Fig. 4).
 
+The paper's two-run recipe (an AR run, then an MDM run started from it with
+`configs/<recipe>.py:mdm,from_ar=AR_WORKDIR`) leaves the MDM workdir without an AR decoder and
+without a data/ folder: its test manifests are found through its config (`data.<split>_manifest`)
+and `--ar_workdir=AR_WORKDIR` (one per `--workdir`, same order) supplies the AR greedy lines,
+decoded on the same padded batch and recorded with the MDM run's recipe and seed.
+
 Compile cost dominates on a small CPU, so one model is loaded per workdir and every split is
 decoded as ONE batch padded to the same shape (all splits, all workdirs): the jitted decode is
 compiled once per (sampler, NFE, canvas) and reused by every seed and split. RTFx therefore
@@ -140,17 +146,26 @@ class Run:
     recipe: str
     seed: int | None
     manifests: dict[str, Path]
+    ar: Any = None  # the AR baseline's checkpoint when this run's model has no AR decoder
+    ar_workdir: Path | None = None
 
 
-def find_manifest(workdir: Path, split: str) -> Path:
-    """WORKDIR/data/<recipe>/<split>.jsonl (the layout `mdm-asr-train` writes)."""
+def find_manifest(workdir: Path, split: str, info: dict[str, Any] | None = None) -> Path:
+    """WORKDIR/data/<recipe>/<split>.jsonl (the layout `mdm-asr-train` writes), else the
+    training config's `data.<split>_manifest` (an MDM run started from an AR run reads the AR
+    workdir's data)."""
     found = sorted(workdir.glob(f"data/*/{split}.jsonl"))
-    if not found:
-        raise AblationError(
-            f"no {split}.jsonl under {workdir}/data/*/: pass a training workdir whose recipe "
-            f"wrote that split, or choose --splits from the files there"
-        )
-    return found[0]
+    if found:
+        return found[0]
+    config = (info or {}).get("config", {}) if isinstance(info, dict) else {}
+    recorded = config.get("data", {}).get(f"{split}_manifest") or ""
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    raise AblationError(
+        f"no {split}.jsonl under {workdir}/data/*/ and no existing data.{split}_manifest in its "
+        f"config: pass a training workdir whose recipe wrote that split, or choose --splits from "
+        f"the files there"
+    )
 
 
 def recipe_of(workdir: Path, info: dict[str, Any]) -> tuple[str, int | None]:
@@ -175,18 +190,50 @@ def recipe_of(workdir: Path, info: dict[str, Any]) -> tuple[str, int | None]:
     return name, None if seed is None else int(seed)
 
 
-def open_run(workdir: str | os.PathLike, splits: Sequence[str]) -> Run:
+def _load_workdir(path: Path) -> Any:
     from mdm_asr_jax.checkpoint import load_checkpoint
 
-    path = Path(workdir)
     if not (path / "config.json").exists():
         raise AblationError(
             f"{path} has no config.json: pass a training workdir (mdm-asr-train --workdir=...)"
         )
-    manifests = {split: find_manifest(path, split) for split in splits}
-    checkpoint = load_checkpoint(path)
+    return load_checkpoint(path)
+
+
+def open_run(
+    workdir: str | os.PathLike, splits: Sequence[str], ar_workdir: str | os.PathLike | None = None
+) -> Run:
+    path = Path(workdir)
+    checkpoint = _load_workdir(path)
+    if checkpoint.model_config.mdm_decoder is None:
+        raise AblationError(
+            f"{path} has no MDM decoder: pass the MDM run as --workdir and its AR run as "
+            f"--ar_workdir"
+        )
+    manifests = {split: find_manifest(path, split, checkpoint.info) for split in splits}
     recipe, seed = recipe_of(path, checkpoint.info)
-    return Run(path, checkpoint, recipe, seed, manifests)
+    run = Run(path, checkpoint, recipe, seed, manifests)
+    if ar_workdir is not None:
+        ar_path = Path(ar_workdir)
+        ar = _load_workdir(ar_path)
+        if ar.model_config.ar_decoder is None:
+            raise AblationError(f"--ar_workdir={ar_path}: its model has no AR decoder")
+        if ar.feature_config != checkpoint.feature_config:
+            raise AblationError(
+                f"--ar_workdir={ar_path}: its features differ from {path}'s, so the two cannot "
+                f"decode the same batch; pass the AR run this MDM run was started from"
+            )
+        run.ar, run.ar_workdir = ar, ar_path
+    return run
+
+
+def ar_source(run: Run) -> tuple[Any, dict[str, Any]] | None:
+    """(checkpoint whose AR decoder gives the AR greedy lines, extra fields) or None."""
+    if run.checkpoint.model_config.ar_decoder is not None:
+        return run.checkpoint, {}
+    if run.ar is not None:
+        return run.ar, {"ar_workdir": run.ar_workdir.name}
+    return None
 
 
 # ----------------------------------------------------------------------------- batches
@@ -292,9 +339,15 @@ def _slim(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def mdm_canvas(run: Run) -> int:
+def canvas_capacity(run: Run) -> int:
+    """The most canvas slots the MDM decoder's positions hold (after its prompt)."""
     config = run.checkpoint.model_config
     return config.mdm_decoder.max_length - len(config.prompt_ids)
+
+
+def mdm_canvas(run: Run) -> int:
+    """The canvas the recipe decodes with: its decoding default, else the decoder's capacity."""
+    return int(run.checkpoint.decoding.canvas_length or canvas_capacity(run))
 
 
 def sweep(
@@ -321,6 +374,12 @@ def sweep(
     from mdm_asr_jax.nn.model import ASRModel
 
     extra = extra or {}
+    needs_ar = (with_ar and "a" in parts) or "d" in parts
+    if needs_ar and (missing := [r.workdir.name for r in runs if ar_source(r) is None]):
+        raise AblationError(
+            f"{', '.join(missing)}: no AR decoder for the AR greedy lines; pass the AR run it "
+            f"was started from as --ar_workdir (one per --workdir){' or --no_ar' if 'd' not in parts else ''}"
+        )
     # Read every split of every run first: one padded shape for all of them.
     loaded: dict[tuple[int, str], Any] = {}
     for r, run in enumerate(runs):
@@ -339,9 +398,9 @@ def sweep(
     model = ASRModel(runs[0].checkpoint.model_config)  # one module: the jit cache is shared
     written = 0
 
-    def evaluator(run: Run, eval_set: Any, **decode_kwargs: Any) -> Any:
+    def evaluator(run: Run, eval_set: Any, checkpoint: Any = None, **decode_kwargs: Any) -> Any:
         ev = Evaluator(
-            run.checkpoint,
+            checkpoint or run.checkpoint,
             eval_set,
             normalizer=normalizer,
             decode_kwargs=decode_kwargs or None,
@@ -349,6 +408,11 @@ def sweep(
         if ev.checkpoint.model_config == model.config:
             ev.model = model
         return ev
+
+    def ar_evaluator(run: Run, eval_set: Any, ev: Any) -> tuple[Any, dict[str, Any]]:
+        """The AR greedy evaluator of `run` on `eval_set` (`ev` when its model has AR)."""
+        checkpoint, fields = ar_source(run)
+        return (ev if not fields else evaluator(run, eval_set, checkpoint)), fields
 
     cells = []  # (run, split, source, whole eval set, evaluator, provenance)
     for r, run in enumerate(runs):
@@ -376,7 +440,8 @@ def sweep(
                         record(ev.run(spec, nfe), ablation="samplers", **where)
                         written += 1
                 if with_ar:
-                    record(ev.run("ar_greedy"), ablation="samplers", **where)
+                    ar_ev, fields = ar_evaluator(run, whole, ev)
+                    record(ar_ev.run("ar_greedy"), ablation="samplers", **fields, **where)
                     written += 1
             if part == "b":
                 for lam in lams:
@@ -408,10 +473,14 @@ def sweep(
                     bin_set = eval_set_from_batches([batch], refs, None, None, source.source)
                     lengths = [len(run.checkpoint.tokenizer.encode(refs[i])) for i in refs]
                     ev_bin = evaluator(run, bin_set)
+                    ar_bin, ar_fields = ar_evaluator(run, bin_set, ev_bin)
                     for spec in SAMPLERS_D:
+                        runner, fields = (
+                            (ar_bin, ar_fields) if spec == "ar_greedy" else (ev_bin, {})
+                        )
                         best = None
                         for _ in range(repeats):  # the fastest of `repeats` timed passes
-                            result = ev_bin.run(spec, NFE_D)
+                            result = runner.run(spec, NFE_D)
                             if best is None or result["rtfx"] > best["rtfx"]:
                                 best = result
                         record(
@@ -423,6 +492,7 @@ def sweep(
                             tokens_max=int(max(lengths)),
                             tokens_mean=float(np.mean(lengths)),
                             repeats=repeats,
+                            **fields,
                             **where,
                         )
                         written += 1
@@ -439,9 +509,10 @@ def canvas_part(
     if PAPER_CANVAS != recipe_canvas:
         variants.insert(0, ("paper_256", {"canvas_length": PAPER_CANVAS}))
     variants.append(("adaptive", {"adaptive_canvas": True}))
+    decoder = run.checkpoint.model_config.mdm_decoder
+    capacity = canvas_capacity(run) if decoder.positions == "learned" else PAPER_CANVAS
     for name, kwargs in variants:
-        if kwargs.get("canvas_length", 0) > recipe_canvas:
-            decoder = run.checkpoint.model_config.mdm_decoder
+        if kwargs.get("canvas_length", 0) > capacity:
             line = dict(
                 skipped_reason=(
                     f"canvas {PAPER_CANVAS} does not fit this MDM decoder: max_length "
@@ -465,7 +536,12 @@ def canvas_part(
 
 
 def train_command(
-    config: str, workdir: Path, variant: str, seed: int, steps: int | None
+    config: str,
+    workdir: Path,
+    variant: str,
+    seed: int,
+    steps: int | None,
+    overrides: Sequence[str] = (),
 ) -> list[str]:
     """The `mdm-asr-train` command line of one training variant."""
     if variant not in TRAIN_VARIANTS:
@@ -483,7 +559,7 @@ def train_command(
     ]
     if steps is not None:
         command.append(f"--config.train.num_steps={steps}")
-    return command
+    return command + list(overrides)
 
 
 def train_part(args: argparse.Namespace, record_for: Any) -> int:
@@ -502,13 +578,15 @@ def train_part(args: argparse.Namespace, record_for: Any) -> int:
     for seed in [int(s) for s in args.train_seeds.split(",")]:
         for variant in variants:
             workdir = root / f"{variant}_s{seed}"
-            command = train_command(args.train_config, workdir, variant, seed, args.train_steps)
+            command = train_command(
+                args.train_config, workdir, variant, seed, args.train_steps, args.train_override
+            )
             if not (workdir / "config.json").exists() or not any(workdir.glob("checkpoints/*")):
                 print("training:", shlex.join(command), flush=True)
                 start = time.time()
                 subprocess.run(command, check=True)
                 print(f"trained {workdir} in {time.time() - start:.0f} s", flush=True)
-            run = open_run(workdir, args.splits.split(","))
+            run = open_run(workdir, args.splits.split(","), (args.ar_workdir or [None])[0])
             record = record_for(
                 train_variant=variant,
                 train_command=shlex.join(["mdm-asr-train", *command[3:]]),
@@ -526,6 +604,7 @@ def train_part(args: argparse.Namespace, record_for: Any) -> int:
                 every=args.every,
                 samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
                 nfes_a=NFES_E,
+                with_ar=args.with_ar,
                 extra={"ablation_group": "training"},
             )
     return written
@@ -538,6 +617,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--workdir", action="append", default=[], help="trained workdir (repeat = seeds)"
+    )
+    parser.add_argument(
+        "--ar_workdir",
+        action="append",
+        default=[],
+        help="AR run of a two-run recipe, one per --workdir (with --train: one for all); gives "
+        "the AR greedy lines when the MDM run's model has no AR decoder",
     )
     parser.add_argument(
         "--splits", default="test,test_accent", help="test manifests in WORKDIR/data/*/"
@@ -568,6 +654,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--train_steps", type=int, default=None, help="override num_steps (label it)"
     )
+    parser.add_argument(
+        "--train_override",
+        action="append",
+        default=[],
+        help="(e): more mdm-asr-train flags for every variant, e.g. "
+        "--train_override=--config.recipe_options.num_train=3000 (repeat)",
+    )
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     if bad := [p for p in parts if p not in PARTS]:
@@ -582,6 +675,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--nfes / --lams / --gammas: comma-separated numbers ({err})")
     if not args.workdir and not args.train:
         parser.error("pass --workdir=TRAINED_WORKDIR (repeat it for seeds) or --train")
+    if args.ar_workdir and not args.train and len(args.ar_workdir) != len(args.workdir):
+        parser.error(
+            f"--ar_workdir: {len(args.ar_workdir)} given for {len(args.workdir)} --workdir; "
+            f"pass one AR run per MDM run, in the same order"
+        )
+    if args.train and len(args.ar_workdir) > 1:
+        parser.error("--train takes one --ar_workdir (the AR run every variant starts from)")
     if args.train and not args.train_root:
         parser.error("--train needs --train_root=DIR (where the training workdirs go)")
     if args.bins < 1 or args.repeats < 1 or args.every < 1:
@@ -602,7 +702,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = 0
     try:
         if args.workdir and args.parts_list:
-            runs = [open_run(w, splits) for w in args.workdir]
+            ars = args.ar_workdir if not args.train else []
+            runs = [
+                open_run(w, splits, ars[i] if ars else None) for i, w in enumerate(args.workdir)
+            ]
             written += sweep(
                 runs,
                 splits,
