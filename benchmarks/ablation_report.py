@@ -2,7 +2,9 @@
 
     python benchmarks/ablation_report.py            # docs/data/ablations*.jsonl -> docs/ablations.md
 
-Reads every line of the given JSONL files, groups them by ablation, and writes the tables
+Reads every line of the given JSONL files, groups them by scale (the recipe: the demo first,
+then e.g. the Whisper-initialised `whisper_synth`, whose headings and PNG names carry the recipe
+name) and by ablation, and writes the tables
 (mean over seeds and half the spread between the seeds) between the markers
 `<!-- ablation_report:begin -->` and `<!-- ablation_report:end -->` of the markdown page (the
 written reading around them is kept), and one PNG per ablation into the image directory. Each
@@ -38,6 +40,9 @@ SAMPLER_NAMES = {
     "ar_greedy": "AR greedy",
 }
 SAMPLER_ORDER = list(SAMPLER_NAMES.values())
+# The scale whose sections keep the plain headings and PNG names (the first on the page).
+FIRST_SCALE = "demo"
+SCALE_TITLES = {"whisper_synth": "Whisper tiny.en, whisper_synth"}
 
 
 class ReportError(ValueError):
@@ -60,6 +65,19 @@ def read_lines(paths: Iterable[Path]) -> list[dict[str, Any]]:
                 )
             lines.append(line)
     return lines
+
+
+def scale_of(line: dict[str, Any]) -> str:
+    """The recipe's name ("demo", "whisper_synth", ...): the lines of one scale."""
+    return re.split(r"[\s,]", str(line.get("recipe", "?")), maxsplit=1)[0] or "?"
+
+
+def heading(title: str, tag: str) -> str:
+    return f"## {title}" + (f" ({SCALE_TITLES.get(tag, tag)})" if tag else "")
+
+
+def png(name: str, tag: str) -> str:
+    return f"ablation_{name}{'_' + tag if tag else ''}.png"
 
 
 def sampler_name(spec: str | None) -> str:
@@ -87,7 +105,8 @@ def public_command(command: str) -> str:
     def shorten(match: re.Match) -> str:
         return f"{match.group(1)}RUNS/{Path(match.group(2)).name}"
 
-    command = re.sub(r"(--workdir=)(\S+)", shorten, command)
+    command = re.sub(r"(--(?:ar_)?workdir=)(\S+)", shorten, command)
+    command = re.sub(r"(from_ar=)(\S+)", shorten, command)
     command = re.sub(r"(--train_root=)(\S+)", r"\1RUNS", command)
     return re.sub(r"(--out=)(\S*/)?(\S+)", r"\1docs/data/\3", command)
 
@@ -118,12 +137,14 @@ def splits_of(lines: Sequence[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------- (a) samplers
 
 
-def samplers_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list[str]:
+def samplers_section(
+    lines: list[dict[str, Any]], img: Path, img_rel: str, tag: str = ""
+) -> list[str]:
     lines = [x for x in lines if x.get("ablation_group") != "training"]
     if not lines:
         return []
     nfes = sorted({int(x["nfe"]) for x in lines if x.get("nfe") is not None})
-    out = ["## Samplers × NFE", ""]
+    out = [heading("Samplers × NFE", tag), ""]
     out.append(
         "WER % (mean ± half the spread over seeds); `passes` = decoder passes per utterance "
         "at the largest NFE cap (AR: tokens + EOS). Bold: the best sampler at that NFE."
@@ -165,8 +186,8 @@ def samplers_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> li
             ranking.append(f"NFE {n}: " + " < ".join(name for _, name in order))
         out.append("Ranking by mean WER (best first): " + "; ".join(ranking) + ".")
         out.append("")
-    plot_samplers(lines, nfes, img / "ablation_samplers.png")
-    out.append(f"![WER vs NFE per sampler]({img_rel}/ablation_samplers.png)")
+    plot_samplers(lines, nfes, img / png("samplers", tag))
+    out.append(f"![WER vs NFE per sampler]({img_rel}/{png('samplers', tag)})")
     out.append("")
     out.append(provenance(lines))
     out.append("")
@@ -209,13 +230,13 @@ def plot_samplers(lines: list[dict[str, Any]], nfes: list[int], path: Path) -> N
 # ----------------------------------------------------------------------------- (b) PBEB grid
 
 
-def grid_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list[str]:
+def grid_section(lines: list[dict[str, Any]], img: Path, img_rel: str, tag: str = "") -> list[str]:
     if not lines:
         return []
     lams = sorted({x["lam"] for x in lines})
     gammas = sorted({x["gamma"] for x in lines})
     nfe = lines[0].get("nfe")
-    out = ["## PBEB λ × γ", ""]
+    out = [heading("PBEB λ × γ", tag), ""]
     out.append(
         f"WER % at NFE {nfe} (mean ± half the spread over seeds); rows λ (position bias), "
         "columns γ (entropy budget). Bold: the best cell. `passes` columns: mean decoder passes "
@@ -249,8 +270,8 @@ def grid_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list[s
             cells += [cell(passes[lam, g]) for g in gammas]
             out.append(f"| {lam} | " + " | ".join(cells) + " |")
         out.append("")
-    plot_grid(lines, lams, gammas, img / "ablation_pbeb_grid.png")
-    out.append(f"![PBEB WER over lambda and gamma]({img_rel}/ablation_pbeb_grid.png)")
+    plot_grid(lines, lams, gammas, img / png("pbeb_grid", tag))
+    out.append(f"![PBEB WER over lambda and gamma]({img_rel}/{png('pbeb_grid', tag)})")
     out.append("")
     out.append(provenance(lines))
     out.append("")
@@ -291,10 +312,10 @@ def plot_grid(
 # ----------------------------------------------------------------------------- (c) canvas
 
 
-def canvas_section(lines: list[dict[str, Any]]) -> list[str]:
+def canvas_section(lines: list[dict[str, Any]], tag: str = "") -> list[str]:
     if not lines:
         return []
-    out = ["## Canvas length", ""]
+    out = [heading("Canvas length", tag), ""]
     skipped = sorted({x["skipped_reason"] for x in lines if x.get("skipped_reason")})
     measured = [x for x in lines if not x.get("skipped_reason")]
     out.append(
@@ -331,12 +352,14 @@ def canvas_section(lines: list[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------- (d) length bins
 
 
-def length_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list[str]:
+def length_section(
+    lines: list[dict[str, Any]], img: Path, img_rel: str, tag: str = ""
+) -> list[str]:
     if not lines:
         return []
     bins = sorted({x["bin"] for x in lines})
     names = [n for n in SAMPLER_ORDER if any(sampler_name(x["sampler"]) == n for x in lines)]
-    out = ["## RTFx and decoder passes vs transcript length", ""]
+    out = [heading("RTFx and decoder passes vs transcript length", tag), ""]
     out.append(
         "Each split's utterances sorted by reference length (tokens) and cut into equal bins; "
         "every bin is one batch of the same padded shape, so the encoder's cost per utterance "
@@ -378,8 +401,8 @@ def length_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list
             + f" | {cell(ratio, 2)} |"
         )
     out.append("")
-    plot_length(lines, bins, names, img / "ablation_length.png")
-    out.append(f"![RTFx and passes vs transcript length]({img_rel}/ablation_length.png)")
+    plot_length(lines, bins, names, img / png("length", tag))
+    out.append(f"![RTFx and passes vs transcript length]({img_rel}/{png('length', tag)})")
     out.append("")
     out.append(provenance(lines))
     out.append("")
@@ -411,16 +434,23 @@ def plot_length(lines: list[dict[str, Any]], bins: list[int], names: list[str], 
 # ----------------------------------------------------------------------------- (e) training
 
 
-def training_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> list[str]:
+def training_section(
+    lines: list[dict[str, Any]], img: Path, img_rel: str, tag: str = ""
+) -> list[str]:
     if not lines:
         return []
     variants = sorted({x["train_variant"] for x in lines})
     nfes = sorted({int(x["nfe"]) for x in lines if x.get("nfe") is not None})
-    out = ["## Training objective × NFE", ""]
+    out = [heading("Training objective × NFE", tag), ""]
+    ar_runs = sorted({x["ar_workdir"] for x in lines if x.get("ar_workdir")})
+    ar_text = (
+        f"the AR run every variant started from (`{'`, `'.join(ar_runs)}`)"
+        if ar_runs
+        else "the same checkpoints (their AR decoder trains beside the MDM decoder)"
+    )
     out.append(
         "PBEB WER % per training variant at each NFE cap (mean ± half the spread over seeds), "
-        "PBEB's decoder passes per utterance at the largest cap, and the AR greedy WER of the "
-        "same checkpoints (their AR decoder trains beside the MDM decoder)."
+        f"PBEB's decoder passes per utterance at the largest cap, and the AR greedy WER of {ar_text}."
     )
     out.append("")
     top = max(nfes) if nfes else None
@@ -464,14 +494,14 @@ def training_section(lines: list[dict[str, Any]], img: Path, img_rel: str) -> li
     ax.set_ylabel("WER % (mean over splits and seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, img / "ablation_training.png")
-    out.append(f"![WER vs NFE per training objective]({img_rel}/ablation_training.png)")
+    _save(fig, img / png("training", tag))
+    out.append(f"![WER vs NFE per training objective]({img_rel}/{png('training', tag)})")
     out.append("")
     train_commands = sorted({x.get("train_command", "?") for x in lines})
     out.append("Training commands:")
     out.append("")
     out.append("```bash")
-    out.extend(re.sub(r"--workdir=\S*/", "--workdir=RUNS/", c) for c in train_commands)
+    out.extend(re.sub(r"(--workdir=|from_ar=)\S*/", r"\1RUNS/", c) for c in train_commands)
     out.append("```")
     out.append("")
     out.append(provenance(lines))
@@ -504,20 +534,24 @@ def _save(fig: Any, path: Path) -> None:
 
 def generate(lines: list[dict[str, Any]], img: Path, img_rel: str) -> str:
     """The generated markdown (tables, image links, provenance) for these lines."""
-    by = defaultdict(list)
-    for x in lines:
-        group = "training" if x.get("ablation_group") == "training" else x["ablation"]
-        by[group].append(x)
     parts = [
         "<!-- Generated by `python benchmarks/ablation_report.py` from docs/data/ablations*.jsonl;"
         " do not edit by hand. -->",
         "",
     ]
-    parts += samplers_section(by["samplers"], img, img_rel)
-    parts += grid_section(by["pbeb_grid"], img, img_rel)
-    parts += canvas_section(by["canvas"])
-    parts += length_section(by["length_bins"], img, img_rel)
-    parts += training_section(by["training"], img, img_rel)
+    scales = sorted({scale_of(x) for x in lines}, key=lambda s: (s != FIRST_SCALE, s))
+    for scale in scales:
+        tag = "" if scale == FIRST_SCALE else scale
+        by = defaultdict(list)
+        for x in lines:
+            if scale_of(x) == scale:
+                group = "training" if x.get("ablation_group") == "training" else x["ablation"]
+                by[group].append(x)
+        parts += samplers_section(by["samplers"], img, img_rel, tag)
+        parts += grid_section(by["pbeb_grid"], img, img_rel, tag)
+        parts += canvas_section(by["canvas"], tag)
+        parts += length_section(by["length_bins"], img, img_rel, tag)
+        parts += training_section(by["training"], img, img_rel, tag)
     return "\n".join(parts).rstrip() + "\n"
 
 

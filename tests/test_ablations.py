@@ -182,6 +182,40 @@ def test_report_is_regenerated_identically_from_the_same_lines(tmp_path):
     assert (tmp_path / "img" / "ablation_samplers.png").read_bytes() == first_png
 
 
+def test_report_keeps_each_scale_in_its_own_sections_and_plots(tmp_path):
+    whisper = dict(
+        recipe="whisper_synth v1, 600 steps, ISCT K=2",
+        normalizer="english",
+        command=(
+            "python benchmarks/ablations.py --workdir=/somewhere/runs/isct_k2_s0 "
+            "--ar_workdir=/somewhere/runs/ws_ar --out=/x/ablations_whisper.jsonl"
+        ),
+    )
+    lines = fixture_lines() + [
+        {**_line("samplers", 0, "test", sampler=PBEB, nfe=4, wer=30.0, mean_nfe=9.0), **whisper},
+        {
+            **_line("samplers", 0, "test", sampler="ar_greedy", nfe=None, wer=28.0, mean_nfe=12.0),
+            **whisper,
+            "ar_workdir": "ws_ar",
+        },
+    ]
+    data = _write(tmp_path / "ablations.jsonl", lines)
+    page = tmp_path / "ablations.md"
+    assert report.main([str(data), f"--page={page}", f"--img={tmp_path / 'img'}"]) == 0
+    text = page.read_text()
+    demo, rest = text.split("## Samplers × NFE (Whisper tiny.en, whisper_synth)")
+    # The demo's sections come first under their plain headings, without the whisper lines.
+    assert "## Samplers × NFE\n" in demo and "30.0" not in demo
+    assert "| PBEB | **71.0 ± 1.0** | **71.0 ± 1.0** | 5.0 ± 0.0 |" in demo
+    # The whisper scale: its own table, plot and provenance (AR run's path shortened too).
+    assert "| PBEB | **30.0** | 9.0 |" in rest and "| AR greedy | 28.0 | 12.0 |" in rest
+    assert "img/ablation_samplers_whisper_synth.png" in rest
+    assert "--ar_workdir=RUNS/ws_ar" in rest and "/somewhere" not in text
+    assert "normaliser `english`" in rest and "PBEB WER over" not in rest
+    png = tmp_path / "img" / "ablation_samplers_whisper_synth.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_report_names_the_bad_line(tmp_path, capsys):
     data = tmp_path / "bad.jsonl"
     data.write_text(
@@ -218,6 +252,165 @@ def test_training_variants_override_real_config_keys():
     assert "--config.seed=1" in command
     with pytest.raises(ablations.AblationError, match="one of"):
         ablations.train_command("configs/demo.py", Path("w"), "k9", 0, None)
+
+
+def test_two_run_arguments_pair_each_mdm_run_with_one_ar_run(capsys):
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--workdir=a", "--workdir=b", "--ar_workdir=x"])
+    assert "one AR run per MDM run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--train", "--train_root=r", "--ar_workdir=x", "--ar_workdir=y"])
+    assert "one --ar_workdir" in capsys.readouterr().err
+    args = ablations.parse_args(["--workdir=a", "--ar_workdir=x"])
+    assert args.ar_workdir == ["x"]
+
+
+def test_a_run_without_a_data_folder_finds_its_manifests_through_its_config(tmp_path):
+    manifest = tmp_path / "ar_run" / "test.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text("")
+    info = {"config": {"data": {"test_manifest": str(manifest), "dev_manifest": "/gone.jsonl"}}}
+    assert ablations.find_manifest(tmp_path / "mdm_run", "test", info) == manifest
+    # A recorded manifest that no longer exists, or none at all, is named with the fix.
+    with pytest.raises(ablations.AblationError, match="data.dev_manifest"):
+        ablations.find_manifest(tmp_path / "mdm_run", "dev", info)
+    with pytest.raises(ablations.AblationError, match="choose --splits"):
+        ablations.find_manifest(tmp_path / "mdm_run", "test_accent", info)
+
+
+def test_training_overrides_follow_the_variant_flags():
+    command = ablations.train_command(
+        "configs/whisper_synth.py:mdm,from_ar=AR",
+        Path("w"),
+        "plain_mdm",
+        0,
+        600,
+        ["--config.recipe_options.num_train=3000"],
+    )
+    assert command[-1] == "--config.recipe_options.num_train=3000"
+    assert "--config=configs/whisper_synth.py:mdm,from_ar=AR" in command
+    args = ablations.parse_args(
+        ["--train", "--train_root=r", "--train_override=--config.a=1", "--train_override=--b=2"]
+    )
+    assert args.train_override == ["--config.a=1", "--b=2"]
+
+
+def _tiny_corpus(tmp_path: Path, count: int = 6):
+    """(tokenizer, manifest rows) of `count` tones with digit-word transcripts."""
+    import numpy as np
+
+    from mdm_asr_jax.audio import write_wav
+    from mdm_asr_jax.text import SentencePieceTokenizer
+
+    words = "zero one two three four five six seven eight nine".split()
+    text = [" ".join(words[(i + j) % 10] for j in range(1 + i % 4)) for i in range(60)]
+    tokenizer = SentencePieceTokenizer.train(
+        text, tmp_path / "spm", vocab_size=24, model_type="word", hard_vocab_limit=False
+    )
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = []
+    for i in range(count):
+        t = np.arange(int(16000 * (0.3 + 0.1 * i))) / 16000
+        write_wav(
+            audio / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t)).astype(np.float32)
+        )
+        rows.append({"audio": str(audio / f"{i}.wav"), "text": text[i]})
+    return tokenizer, rows
+
+
+@pytest.mark.slow
+def test_sweep_of_a_two_run_recipe_takes_ar_lines_from_the_ar_run(tmp_path):
+    import dataclasses
+
+    from mdm_asr_jax.audio import FeatureConfig
+    from mdm_asr_jax.checkpoint import DecodingDefaults, export_checkpoint
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_eval import random_params
+    from tiny import tiny_model_config
+
+    tokenizer, rows = _tiny_corpus(tmp_path)
+    manifest = tmp_path / "ar" / "data" / "tiny" / "test.jsonl"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Phase 2 of the paper's recipe: an MDM-only model (positions for 259 tokens, trained on a
+    # canvas of 8) whose workdir has no data/ folder; phase 1: an AR-only model.
+    mdm_config = tiny_model_config(vocab_size=tokenizer.vocab_size, ar=False, ctc=False)
+    mdm_config = dataclasses.replace(
+        mdm_config, mdm_decoder=dataclasses.replace(mdm_config.mdm_decoder, max_length=260)
+    ).validate()
+    info = {"config": {"seed": 5, "recipe": "tiny", "data": {"test_manifest": str(manifest)}}}
+    mdm = export_checkpoint(
+        tmp_path / "mdm",
+        mdm_config,
+        random_params(mdm_config),
+        FeatureConfig(),
+        tokenizer,
+        decoding=DecodingDefaults(canvas_length=8),
+        info=info,
+    )
+    full = tiny_model_config(vocab_size=tokenizer.vocab_size, ctc=False)
+    ar_config = dataclasses.replace(full, mdm_decoder=None).validate()
+    ar = export_checkpoint(
+        tmp_path / "ar", ar_config, random_params(ar_config), FeatureConfig(), tokenizer
+    )
+    other = export_checkpoint(
+        tmp_path / "other",
+        ar_config,
+        random_params(ar_config),
+        FeatureConfig(num_mels=128),
+        tokenizer,
+    )
+    with pytest.raises(ablations.AblationError, match="no MDM decoder"):
+        ablations.open_run(ar, ["test"])
+    with pytest.raises(ablations.AblationError, match="features differ"):
+        ablations.open_run(mdm, ["test"], other)
+    out = tmp_path / "lines.jsonl"
+    record = ablations.Recorder(out, {"commit": "c", "machine": "m", "command": "x"})
+    alone = ablations.open_run(mdm, ["test"])
+    assert alone.manifests["test"] == manifest and alone.seed == 5
+    with pytest.raises(ablations.AblationError, match="--ar_workdir"):  # before any decoding
+        ablations.sweep(
+            [alone],
+            ["test"],
+            ["a"],
+            record,
+            normalizer="basic",
+            max_utterances=None,
+            num_bins=2,
+            repeats=1,
+        )
+    assert not out.exists() or out.read_text() == ""
+    run = ablations.open_run(mdm, ["test"], ar)
+    written = ablations.sweep(
+        [run],
+        ["test"],
+        ["a", "c"],
+        record,
+        normalizer="basic",
+        max_utterances=None,
+        num_bins=2,
+        repeats=1,
+        every=2,
+        samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
+        nfes_a=[2],
+    )
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert written == len(lines) == 8
+    greedy = [x for x in lines if x["sampler"] == "ar_greedy"]
+    assert len(greedy) == 1 and greedy[0]["ar_workdir"] == "ar"
+    assert greedy[0]["workdir"] == "mdm" and greedy[0]["seed"] == 5 and greedy[0]["n"] == 3
+    # The canvas part: the recipe's canvas is the decoding default (8), and the paper's 256 fits
+    # the decoder's 259 positions, so it is decoded, not skipped.
+    canvas = [x for x in lines if x["ablation"] == "canvas"]
+    assert not any(x.get("skipped_reason") for x in canvas)
+    assert sorted({(x["variant"], x["canvas"]) for x in canvas}) == [
+        ("adaptive", 8),
+        ("paper_256", 256),
+        ("recipe", 8),
+    ]
+    assert all(x["recipe_canvas"] == 8 for x in lines)
 
 
 @pytest.mark.slow
