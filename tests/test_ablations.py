@@ -295,6 +295,18 @@ def test_training_overrides_follow_the_variant_flags():
     assert args.train_override == ["--config.a=1", "--b=2"]
 
 
+# The sweep's options in the tiny-checkpoint tests: PBEB at NFE 2 on every second utterance.
+TINY_SWEEP = dict(
+    normalizer="basic",
+    max_utterances=None,
+    num_bins=2,
+    repeats=1,
+    every=2,
+    samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
+    nfes_a=[2],
+)
+
+
 def _tiny_corpus(tmp_path: Path, count: int = 6):
     """(tokenizer, manifest rows) of `count` tones with digit-word transcripts."""
     import numpy as np
@@ -388,13 +400,7 @@ def test_sweep_of_a_two_run_recipe_takes_ar_lines_from_the_ar_run(tmp_path):
         ["test"],
         ["a", "c"],
         record,
-        normalizer="basic",
-        max_utterances=None,
-        num_bins=2,
-        repeats=1,
-        every=2,
-        samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
-        nfes_a=[2],
+        **TINY_SWEEP,
     )
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert written == len(lines) == 8
@@ -415,21 +421,14 @@ def test_sweep_of_a_two_run_recipe_takes_ar_lines_from_the_ar_run(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
-    import numpy as np
-
-    from mdm_asr_jax.audio import FeatureConfig, write_wav
+    from mdm_asr_jax.audio import FeatureConfig
     from mdm_asr_jax.checkpoint import export_checkpoint
-    from mdm_asr_jax.text import SentencePieceTokenizer
 
     sys.path.insert(0, str(REPO / "tests"))
     from test_eval import random_params
     from tiny import tiny_model_config
 
-    words = "zero one two three four five six seven eight nine".split()
-    text = [" ".join(words[(i + j) % 10] for j in range(1 + i % 4)) for i in range(60)]
-    tokenizer = SentencePieceTokenizer.train(
-        text, tmp_path / "spm", vocab_size=24, model_type="word", hard_vocab_limit=False
-    )
+    tokenizer, rows = _tiny_corpus(tmp_path)
     config = tiny_model_config(vocab_size=tokenizer.vocab_size)
     workdir = export_checkpoint(
         tmp_path / "run",
@@ -441,13 +440,6 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
     )
     data = workdir / "data" / "tiny"
     data.mkdir(parents=True)
-    rows = []
-    for i in range(6):
-        t = np.arange(int(16000 * (0.3 + 0.1 * i))) / 16000
-        write_wav(
-            data / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t)).astype(np.float32)
-        )
-        rows.append({"audio": str(data / f"{i}.wav"), "text": text[i]})
     for split in ("test", "test_accent"):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     splits = ["test", "test_accent"]
@@ -460,13 +452,7 @@ def test_sweep_records_every_part_on_a_tiny_checkpoint(tmp_path):
         splits,
         ["a", "b", "c", "d"],
         record,
-        normalizer="basic",
-        max_utterances=None,
-        num_bins=2,
-        repeats=1,
-        every=2,
-        samplers_a=["pbeb(lam=0.2,gamma=0.05)"],
-        nfes_a=[2],
+        **TINY_SWEEP,
         lams=[0.0],
         gammas=[0.5],
     )
