@@ -70,6 +70,7 @@ LAMS_B = (0.0, 0.1, 0.2, 0.5, 1.0)
 GAMMAS_B = (0.01, 0.05, 0.1, 0.5)
 NFE_B = 32
 PAPER_CANVAS = 256
+CANVASES = ("paper_256", "recipe", "adaptive")
 SAMPLERS_D = ("pbeb(lam=0.2,gamma=0.05)", "topk(schedule=linear)", "ar_greedy")
 NFE_D = 32
 NFES_E = (2, 4, 8, 16, 32)
@@ -366,6 +367,7 @@ def sweep(
     nfes_a: Sequence[int] = NFES_A,
     lams: Sequence[float] = LAMS_B,
     gammas: Sequence[float] = GAMMAS_B,
+    canvases: Sequence[str] = CANVASES,
     extra: dict[str, Any] | None = None,
 ) -> int:
     """Runs `parts` on every (run, split); returns the number of lines written."""
@@ -450,7 +452,7 @@ def sweep(
                         record(result, ablation="pbeb_grid", lam=lam, gamma=gamma, **where)
                         written += 1
             if part == "c":
-                written += canvas_part(run, whole, ev, evaluator, record, where)
+                written += canvas_part(run, whole, ev, evaluator, record, where, canvases)
             if part == "d":
                 bins = length_bins(source, run.checkpoint.tokenizer, num_bins)
                 by_index = {
@@ -500,15 +502,23 @@ def sweep(
 
 
 def canvas_part(
-    run: Run, whole: Any, ev: Any, evaluator: Any, record: Recorder, where: dict[str, Any]
+    run: Run,
+    whole: Any,
+    ev: Any,
+    evaluator: Any,
+    record: Recorder,
+    where: dict[str, Any],
+    canvases: Sequence[str] = CANVASES,
 ) -> int:
-    """(c): PBEB at NFE 16 and 32 with the paper's canvas, the recipe's, and adaptive."""
+    """(c): PBEB at NFE 16 and 32 with the paper's canvas, the recipe's, and adaptive (those
+    of them named in `canvases`)."""
     recipe_canvas = mdm_canvas(run)
     written = 0
     variants: list[tuple[str, dict[str, Any]]] = [("recipe", {})]
     if PAPER_CANVAS != recipe_canvas:
         variants.insert(0, ("paper_256", {"canvas_length": PAPER_CANVAS}))
     variants.append(("adaptive", {"adaptive_canvas": True}))
+    variants = [(name, kwargs) for name, kwargs in variants if name in canvases]
     decoder = run.checkpoint.model_config.mdm_decoder
     capacity = canvas_capacity(run) if decoder.positions == "learned" else PAPER_CANVAS
     for name, kwargs in variants:
@@ -642,6 +652,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no_ar", dest="with_ar", action="store_false", help="(a): skip AR greedy")
     parser.add_argument("--lams", default=",".join(map(str, LAMS_B)), help="(b): PBEB lambdas")
     parser.add_argument("--gammas", default=",".join(map(str, GAMMAS_B)), help="(b): PBEB gammas")
+    parser.add_argument(
+        "--canvases", default=",".join(CANVASES), help="(c): subset of " + ",".join(CANVASES)
+    )
     parser.add_argument("--bins", type=int, default=4, help="transcript-length bins for (d)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per bin, fastest kept")
     parser.add_argument("--train", action="store_true", help="run (e): train variants, evaluate")
@@ -666,6 +679,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad := [p for p in parts if p not in PARTS]:
         parser.error(f"--parts: {bad} not in {list(PARTS)}")
     args.parts_list = parts
+    args.canvases_list = [c for c in args.canvases.split(",") if c]
+    if bad := [c for c in args.canvases_list if c not in CANVASES]:
+        parser.error(f"--canvases: {bad} not in {list(CANVASES)}")
     try:
         args.samplers_list = [x.strip() for x in args.samplers.split(";") if x.strip()]
         args.nfes_list = [int(x) for x in args.nfes.split(",") if x]
@@ -720,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 nfes_a=args.nfes_list,
                 lams=args.lams_list,
                 gammas=args.gammas_list,
+                canvases=args.canvases_list,
                 with_ar=args.with_ar,
             )
         if args.train:

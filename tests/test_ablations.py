@@ -232,6 +232,10 @@ def test_sweep_arguments_fail_fast_with_the_fix(capsys):
     with pytest.raises(SystemExit):
         ablations.parse_args(["--parts=a"])
     assert "--workdir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--workdir=x", "--canvases=recipe,huge"])
+    assert "--canvases" in capsys.readouterr().err
+    assert ablations.parse_args(["--workdir=x", "--canvases=recipe"]).canvases_list == ["recipe"]
     with pytest.raises(ablations.AblationError, match="config.json"):
         ablations.open_run(REPO / "docs", ["test"])
 
