@@ -501,7 +501,7 @@ def training_section(
     out.append("Training commands:")
     out.append("")
     out.append("```bash")
-    out.extend(re.sub(r"(--workdir=|from_ar=)\S*/", r"\1RUNS/", c) for c in train_commands)
+    out.extend(public_command(c) for c in train_commands)
     out.append("```")
     out.append("")
     out.append(provenance(lines))
